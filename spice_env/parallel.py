@@ -1,0 +1,89 @@
+"""A PettingZoo ``ParallelEnv`` view of SPICE episodes.
+
+Both agents, ``"challenger"`` and ``"reasoner"``, are live from ``reset`` to the end of the
+episode and act every step; the agent whose turn it is not is ignored (send ``""`` or anything).
+
+* Step 1 takes ``actions["challenger"]`` (one string). An invalid question ends the episode:
+  the Challenger gets ``rho``, the Reasoner 0.
+* Step 2 takes ``actions["reasoner"]``: a tuple of G strings. The Challenger gets its reward and
+  the Reasoner the mean of its G rewards; the per-answer rewards are in the reasoner's info.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from spice_env.corpus import Corpus, CorpusSpec
+from spice_env.env import SpiceCorpusEnv
+from spice_env.game import observation
+from spice_env.spaces import Prose
+from spice_env.verify import Verifier
+
+AGENTS = ("challenger", "reasoner")
+
+
+class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
+    """The two roles of :class:`~spice_env.env.SpiceCorpusEnv` as PettingZoo agents."""
+
+    metadata: dict[str, Any] = {"name": "spice_corpus_v0", "render_modes": ["ansi"]}
+
+    def __init__(self, corpus: CorpusSpec | Corpus = "embedded", *,
+                 verifier: Verifier | None = None, **settings: Any) -> None:
+        self.env = SpiceCorpusEnv(corpus, verifier=verifier, **settings)
+        self.possible_agents = list(AGENTS)
+        self.agents: list[str] = []
+        self.render_mode = self.env.render_mode
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - one space object per agent, as PettingZoo asks
+    def observation_space(self, agent: str) -> spaces.Space[Any]:
+        return self.env.observation_space
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019
+    def action_space(self, agent: str) -> spaces.Space[Any]:
+        if agent == "challenger":
+            return Prose()
+        return spaces.Tuple([Prose() for _ in range(self.env.config.group_size)])
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.agents = list(AGENTS)
+        waiting = observation("waiting", document_id=info["document_id"])
+        return {"challenger": obs, "reasoner": waiting}, {a: dict(info) for a in AGENTS}
+
+    def step(self, actions: dict[str, Any]) -> tuple[
+        dict[str, dict[str, Any]], dict[str, float], dict[str, bool], dict[str, bool],
+        dict[str, dict[str, Any]],
+    ]:
+        if not self.agents:
+            raise RuntimeError("the episode has ended; call reset() before step()")
+        if self.env.phase == "challenger":
+            obs, reward, done, truncated, info = self.env.step(actions["challenger"])
+            if done:
+                return self._finish(obs, reward, 0.0, info)
+            waiting = observation("waiting", document_id=info["document_id"])
+            return ({"challenger": waiting, "reasoner": obs}, dict.fromkeys(AGENTS, 0.0),
+                    dict.fromkeys(AGENTS, False), dict.fromkeys(AGENTS, False),
+                    {a: dict(info) for a in AGENTS})
+        answers = actions["reasoner"]
+        obs, reward, _, _, info = self.env.step(list(answers))
+        rewards = info["rewards"]["reasoner"]
+        return self._finish(obs, reward, sum(rewards) / len(rewards), info)
+
+    def _finish(self, obs: dict[str, Any], challenger_reward: float, reasoner_reward: float,
+                info: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
+        self.agents = []
+        return ({a: obs for a in AGENTS},
+                {"challenger": float(challenger_reward), "reasoner": float(reasoner_reward)},
+                dict.fromkeys(AGENTS, True), dict.fromkeys(AGENTS, False),
+                {a: dict(info) for a in AGENTS})
+
+    def render(self) -> str | None:
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,98 @@
+"""Rendering the role prompts from the templates in ``spice_env/prompts/``.
+
+Templates are plain text files with ``{{name}}`` placeholders; two styles exist:
+
+* ``paper`` — the structure of the SPICE paper: an 8-step Challenger instruction answered in JSON,
+  and the Reasoner's "reason step by step … \\boxed{}" suffix;
+* ``compact`` — for small models: a short instruction, one worked example, the tag format, and the
+  assistant turn prefilled with ``<question>``.
+
+Prompts are rendered as chat messages (a list of ``{"role", "content"}``) plus an assistant prefix;
+:func:`plain_text` gives the template for base models ("User: … Assistant:"). Agents apply their
+tokenizer's chat template to the messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+PromptStyle = Literal["paper", "compact"]
+TaskFormat = Literal["mcq", "free_form"]
+PROMPT_STYLES: tuple[PromptStyle, ...] = ("paper", "compact")
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A prompt as chat messages, the text the assistant turn starts with, and plain text."""
+
+    messages: tuple[Message, ...]
+    assistant_prefix: str
+
+    @property
+    def text(self) -> str:
+        """The plain ("User: … Assistant:") rendering, for base models."""
+        return plain_text(self.messages, self.assistant_prefix)
+
+
+@cache
+def template(name: str) -> str:
+    """The text of ``prompts/<name>.txt``."""
+    return resources.files("spice_env").joinpath(f"prompts/{name}.txt").read_text("utf-8").strip()
+
+
+def fill(text: str, **values: str) -> str:
+    """Replace ``{{key}}`` placeholders; values are inserted verbatim (never re-expanded)."""
+    pieces = text.split("{{")
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        key, sep, rest = piece.partition("}}")
+        if sep and key in values:
+            out.append(values[key] + rest)
+        else:
+            out.append("{{" + piece)
+    return "".join(out)
+
+
+def _check_style(style: str) -> None:
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
+
+
+def challenger_prompt(document: str | None, task_format: TaskFormat, style: PromptStyle = "paper"
+                      ) -> RenderedPrompt:
+    """The Challenger's prompt for one document (``None``: the ungrounded ablation)."""
+    _check_style(style)
+    if task_format not in ("mcq", "free_form"):
+        raise ValueError(f"unknown task format {task_format!r}; valid: mcq, free_form")
+    if document is None:
+        source = template("source_ungrounded")
+    else:
+        source = fill(template("source_grounded"), document=document)
+    body = fill(template(f"{style}_challenger_{task_format}"), source_block=source)
+    prefix = "<question>" if style == "compact" else ""
+    return RenderedPrompt(({"role": "user", "content": body},), prefix)
+
+
+def reasoner_prompt(question: str, style: PromptStyle = "paper") -> RenderedPrompt:
+    """The Reasoner's prompt: the question only (never the document)."""
+    _check_style(style)
+    body = fill(template(f"{style}_reasoner"), question=question)
+    return RenderedPrompt(({"role": "user", "content": body},), "")
+
+
+def selector_prompt(document: str) -> RenderedPrompt:
+    """The task-type selector's prompt (the paper's optional first step)."""
+    return RenderedPrompt(({"role": "user", "content": fill(template("paper_selector"),
+                                                            document=document)},), "")
+
+
+def plain_text(messages: tuple[Message, ...] | list[Message], assistant_prefix: str = "") -> str:
+    """Render messages with the plain template used for base models."""
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    turns = [f"{names.get(m['role'], m['role'].title())}: {m['content']}" for m in messages]
+    return "\n\n".join([*turns, f"Assistant: {assistant_prefix}".rstrip(" ")])

@@ -1,0 +1,512 @@
+"""Tasks written by the Challenger, and the parser that validates its raw output.
+
+:func:`parse_challenger_output` never raises on model output: it returns a :class:`ParseResult`
+holding either a valid :class:`Task` or a reason code from :data:`REASONS` (plus a human detail).
+
+Two output formats are accepted:
+
+* **JSON**, the paper's format — MCQ fields ``multiple_choice_question`` (options ``A) … D)``
+  inline, or a separate ``options`` object/list) and ``multiple_choice_correct``; free-form fields
+  ``question``, ``answer`` and ``answer_type``. The object may sit inside a fenced code block or
+  have text around it.
+* **Tags**, the compact format for small models —
+  ``<question>…</question><answer>…</answer>`` with optional ``<answer_type>…</answer_type>``;
+  MCQ options inline in the question (``A) … B) … C) … D) …``) or in ``<options>…</options>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TaskKind = Literal["mcq", "free_form"]
+AnswerType = Literal["mcq_letter", "integer", "float", "expression", "string", "boolean"]
+FREE_FORM_TYPES: tuple[str, ...] = ("integer", "float", "expression", "string", "boolean")
+LETTERS = ("A", "B", "C", "D")
+MAX_STRING_WORDS = 3
+MAX_QUESTION_CHARS = 4000
+MAX_ANSWER_CHARS = 300
+
+Reason = Literal[
+    "empty",
+    "no_json",
+    "missing_field",
+    "question_not_string",
+    "wrong_kind",
+    "bad_letter",
+    "not_four_options",
+    "duplicate_options",
+    "answer_not_scalar",
+    "bad_answer_type",
+    "wrong_answer_type",
+    "type_mismatch",
+    "string_too_long",
+    "refers_to_document",
+    "too_long",
+]
+REASONS: tuple[str, ...] = get_args(Reason)
+"""Every reason code a rejected Challenger output can carry."""
+
+
+class Task(BaseModel):
+    """A question with a verifiable gold answer, grounded in one document."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: TaskKind = Field(description="`mcq` (four options A-D) or `free_form` (typed answer).")
+    question: str = Field(description="The question text, without the MCQ options.")
+    answer: str = Field(description="The gold answer: the correct letter for MCQ, else the value.")
+    answer_type: AnswerType = Field(description="How the answer is checked by the verifier.")
+    options: dict[str, str] | None = Field(
+        default=None, description="MCQ options keyed by letter A-D; None for free-form tasks."
+    )
+    document_id: str | None = Field(default=None, description="Id of the grounding document.")
+    raw: str = Field(default="", description="The Challenger's raw output this task came from.")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Other fields of the output (difficulty, solution, ...)."
+    )
+
+    def reasoner_question(self) -> str:
+        """The question as the Reasoner sees it: MCQ options inline, one per line."""
+        if self.kind != "mcq" or not self.options:
+            return self.question
+        lines = [self.question.rstrip()] + [f"{k}) {v}" for k, v in self.options.items()]
+        return "\n".join(lines)
+
+
+class ParseResult(BaseModel):
+    """The outcome of parsing one Challenger output: a task, or why there is none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task: Task | None = Field(default=None, description="The valid task, if any.")
+    reason: Reason | None = Field(default=None, description="Reason code when invalid.")
+    detail: str = Field(default="", description="A human-readable explanation of the reason.")
+
+    @property
+    def valid(self) -> bool:
+        """Whether a valid task was found."""
+        return self.task is not None
+
+
+def _reject(reason: Reason, detail: str) -> ParseResult:
+    return ParseResult(task=None, reason=reason, detail=detail)
+
+
+# --- finding the structured payload -----------------------------------------------------------
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+_MAX_SCAN_OBJECTS = 64
+
+
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """Every JSON object found in ``text``: those in fenced code blocks first, then the rest."""
+    if "{" not in text:
+        return []
+    candidates: list[dict[str, Any]] = []
+    for block in _FENCE.findall(text):
+        candidates.extend(_objects_in(block))
+    candidates.extend(_objects_in(text))
+    return candidates
+
+
+def find_json_object(text: str, required: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The first JSON object in ``text`` having all ``required`` keys, else the first at all."""
+    candidates = json_objects(text)
+    for obj in candidates:
+        if all(k in obj for k in required):
+            return obj
+    return candidates[0] if candidates else None
+
+
+def _objects_in(text: str) -> list[dict[str, Any]]:
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    start = text.find("{")
+    while start != -1 and len(found) < _MAX_SCAN_OBJECTS:
+        try:
+            obj, end = decoder.raw_decode(text, start)
+        except (json.JSONDecodeError, RecursionError):
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(obj, dict):
+            found.append(obj)
+        start = text.find("{", end)
+    return found
+
+
+def _tag(text: str, name: str, implicit_open: bool = False) -> str | None:
+    match = re.search(rf"<{name}>(.*?)</{name}>", text, re.DOTALL | re.IGNORECASE)
+    if match:
+        return match.group(1)
+    if implicit_open:  # the opening tag was prefilled in the prompt and is not in the output
+        match = re.match(rf"(.*?)</{name}>", text, re.DOTALL | re.IGNORECASE)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _from_tags(text: str) -> dict[str, Any] | None:
+    question = _tag(text, "question", implicit_open=True)
+    answer = _tag(text, "answer")
+    if question is None and answer is None:
+        return None
+    payload: dict[str, Any] = {}
+    if question is not None:
+        payload["question"] = question
+    if answer is not None:
+        payload["answer"] = answer
+    for name in ("answer_type", "options"):
+        value = _tag(text, name)
+        if value is not None:
+            payload[name] = value
+    return payload
+
+
+# --- options and field checks -----------------------------------------------------------------
+
+_OPTION = re.compile(r"(?:^|(?<=\s))\(?([A-D])[\)\.:]\s*", re.MULTILINE)
+
+
+def split_inline_options(text: str) -> tuple[str, dict[str, str]]:
+    """Split ``"Question? A) x B) y C) z D) w"`` into the stem and ``{"A": "x", ...}``.
+
+    Recognises ``A)``, ``(A)``, ``A.`` and ``A:`` markers. Returns the whole text and no options
+    when the markers are not A, B, C, D in order.
+    """
+    marks = list(_OPTION.finditer(text))
+    styles = {_marker_style(m) for m in marks}
+    # markers of one style ("(A)" ... "(D)") reading A, B, C, D in a row; the latest such run wins
+    runs = [run for style in styles for run in _abcd_runs([m for m in marks
+                                                           if _marker_style(m) == style])]
+    if not runs:
+        return text.strip(), {}
+    chosen = max(runs, key=lambda run: run[0].start())
+    options = {}
+    for j, m in enumerate(chosen):
+        end = chosen[j + 1].start() if j + 1 < 4 else len(text)
+        options[m.group(1)] = text[m.end() : end].strip()
+    return text[: chosen[0].start()].strip(), options
+
+
+def _abcd_runs(marks: list[re.Match[str]]) -> list[list[re.Match[str]]]:
+    return [marks[i : i + 4] for i in range(len(marks) - 3)
+            if [m.group(1) for m in marks[i : i + 4]] == list(LETTERS)]
+
+
+def _marker_style(match: re.Match[str]) -> str:
+    return re.sub(r"[A-D]", "X", match.group(0).strip())
+
+
+def _options_from(value: Any) -> dict[str, str] | None:
+    if isinstance(value, Mapping):
+        return {str(k).strip().strip("()").upper(): str(v).strip() for k, v in value.items()}
+    if isinstance(value, list):
+        options: dict[str, str] = {}
+        for index, item in enumerate(value):
+            stem, inline = split_inline_options(str(item))
+            if len(inline) == 0:
+                match = re.match(r"^\(?([A-Da-d])[\)\.:]\s*(.*)$", str(item).strip(), re.DOTALL)
+                key, text = (match.group(1).upper(), match.group(2)) if match else (
+                    LETTERS[index] if index < 4 else str(index), str(item))
+                options[key] = text.strip()
+            else:
+                options.update(inline)
+        return options
+    if isinstance(value, str):
+        _, inline = split_inline_options(value)
+        return inline or None
+    return None
+
+
+_DOC_REFERENCE = re.compile(
+    r"\b(?:the|this|that|above|given|provided|following|attached|accompanying)\s+"
+    r"(?:document|passage|text|article|excerpt|paragraph|context|source\s+text)s?\b",
+    re.IGNORECASE,
+)
+_INTEGER = re.compile(r"^[+-]?\d+$")
+_FLOAT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_BOOLEAN = {"true", "false", "yes", "no"}
+
+
+def refers_to_document(question: str) -> bool:
+    """Whether a question points at a source text the Reasoner will not see."""
+    return bool(_DOC_REFERENCE.search(question))
+
+
+def normalize_number_text(value: str) -> str:
+    """Drop thousands separators, LaTeX thin spaces, ``$`` and surrounding spaces from a number."""
+    text = value.strip().strip("$").strip()
+    text = re.sub(r"\\[,;:! ]|\{,\}|~", "", text)
+    text = re.sub(r"(?<=\d)[,\s'_](?=\d{3}\b)", "", text)
+    return text.replace(" ", "")
+
+
+def _balanced(text: str) -> bool:
+    depth = {"(": 0, "[": 0, "{": 0}
+    closing = {")": "(", "]": "[", "}": "{"}
+    for char in text:
+        if char in depth:
+            depth[char] += 1
+        elif char in closing:
+            depth[closing[char]] -= 1
+            if depth[closing[char]] < 0:
+                return False
+    return all(v == 0 for v in depth.values())
+
+
+def expression_is_wellformed(value: str) -> bool:
+    """A cheap, safe syntactic check that ``value`` looks like one math expression.
+
+    Non-empty, balanced brackets, at most :data:`MAX_ANSWER_CHARS` characters, at least one letter
+    or digit, and not prose (no run of four or more plain words). Nothing is evaluated.
+    """
+    text = value.strip().strip("$").strip()
+    if not text or len(text) > MAX_ANSWER_CHARS or not _balanced(text):
+        return False
+    if not re.search(r"[A-Za-z0-9]", text):
+        return False
+    without_commands = re.sub(r"\\[A-Za-z]+(\{[^{}]*\})?", " ", text)
+    return not re.search(r"(?:\b[A-Za-z]{2,}\b[\s,]+){3}\b[A-Za-z]{2,}\b", without_commands)
+
+
+def check_answer_type(answer: str, answer_type: str) -> Reason | None:
+    """``None`` when ``answer`` is a well-formed value of ``answer_type``, else the reason code."""
+    text = answer.strip()
+    if answer_type == "integer":
+        number = normalize_number_text(text)
+        number = re.sub(r"\.0+$", "", number)
+        return None if _INTEGER.match(number) else "type_mismatch"
+    if answer_type == "float":
+        return None if _FLOAT.match(normalize_number_text(text)) else "type_mismatch"
+    if answer_type == "boolean":
+        return None if text.lower().strip(".") in _BOOLEAN else "type_mismatch"
+    if answer_type == "string":
+        return "string_too_long" if len(text.split()) > MAX_STRING_WORDS else None
+    if answer_type == "expression":
+        return None if expression_is_wellformed(text) else "type_mismatch"
+    return "bad_answer_type"
+
+
+# --- the parser ---------------------------------------------------------------------------------
+
+_MCQ_QUESTION_KEYS = ("multiple_choice_question", "mcq_question")
+_MCQ_ANSWER_KEYS = ("multiple_choice_correct", "correct_answer", "correct_option")
+_METADATA_KEYS = (
+    "identified_answer", "answer_quote", "hardening_process", "self_test_solution",
+    "question_difficulty", "identified_information", "relevant_quotes",
+    "step_by_step_solution", "difficulty_level",
+)
+
+
+def _first(payload: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if key in payload:
+            return payload[key]
+    return None
+
+
+def _scalar_text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    return None
+
+
+def _detect_kind(payload: Mapping[str, Any], requested: TaskKind | None) -> TaskKind:
+    if requested is not None:
+        return requested
+    if _first(payload, _MCQ_QUESTION_KEYS) is not None or "options" in payload:
+        return "mcq"
+    if str(payload.get("answer_type", "")).strip().lower() in ("mcq", "mcq_letter", "letter"):
+        return "mcq"
+    question = payload.get("question")
+    answer = _scalar_text(payload.get("answer"))
+    if isinstance(question, str) and answer is not None:
+        letter = answer.strip().strip("()").rstrip(").").upper()
+        if letter in LETTERS and len(split_inline_options(question)[1]) == 4:
+            return "mcq"
+    return "free_form"
+
+
+def parse_challenger_output(
+    text: Any,
+    kind: TaskKind | None = None,
+    answer_type: AnswerType | None = None,
+    *,
+    document_id: str | None = None,
+) -> ParseResult:
+    """Validate a Challenger output and build its :class:`Task`, or say why it is invalid.
+
+    Args:
+        text: the raw model output (anything; non-strings are rejected as ``empty``).
+        kind: the format asked of the Challenger; an output of the other format is ``wrong_kind``.
+            ``None`` accepts either, detected from the fields.
+        answer_type: the free-form answer type asked for; another declared type is
+            ``wrong_answer_type``. ``None`` takes the declared type (``string`` if none).
+        document_id: recorded on the task.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return _reject("empty", "the output is empty")
+    raw = text
+    objects = json_objects(text)
+    payload = next((o for o in objects if _has_task_fields(o)), None)
+    if payload is None:
+        payload = _from_tags(text) or (objects[0] if objects else None)
+    if payload is None:
+        return _reject("no_json", "no JSON object and no <question>/<answer> tags found")
+    detected = _detect_kind(payload, None)
+    if kind is not None and detected != kind and _has_task_fields(payload):
+        return _reject("wrong_kind", f"asked for a {kind} task, the output is {detected}")
+    final_kind = kind or detected
+    if final_kind == "mcq":
+        result = _parse_mcq(payload)
+    else:
+        result = _parse_free_form(payload, answer_type)
+    if isinstance(result, ParseResult):
+        return result
+    metadata = {k: payload[k] for k in _METADATA_KEYS if k in payload}
+    return ParseResult(task=result.model_copy(
+        update={"raw": raw, "document_id": document_id, "metadata": metadata}))
+
+
+def _has_task_fields(payload: Mapping[str, Any]) -> bool:
+    return any(k in payload for k in ("question", "answer", *_MCQ_QUESTION_KEYS, *_MCQ_ANSWER_KEYS))
+
+
+def _check_question(question: Any) -> ParseResult | str:
+    if question is None:
+        return _reject("missing_field", "the question field is missing")
+    if not isinstance(question, str):
+        return _reject("question_not_string", f"the question is a {type(question).__name__}")
+    question = question.strip()
+    if not question:
+        return _reject("missing_field", "the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        return _reject("too_long", f"the question has {len(question)} characters")
+    if refers_to_document(question):
+        return _reject("refers_to_document", "the question mentions a source text")
+    return question
+
+
+def _parse_mcq(payload: Mapping[str, Any]) -> Task | ParseResult:
+    question = _first(payload, _MCQ_QUESTION_KEYS)
+    if question is None:
+        question = payload.get("question")
+    letter_value = _first(payload, _MCQ_ANSWER_KEYS)
+    if letter_value is None:
+        letter_value = payload.get("answer")
+    if isinstance(question, str):
+        stem, options = split_inline_options(question)
+    else:
+        stem, options = question, {}
+    if "options" in payload:
+        options = _options_from(payload["options"]) or {}
+    checked = _check_question(stem)
+    if isinstance(checked, ParseResult):
+        return checked
+    if letter_value is None:
+        return _reject("missing_field", "the correct letter is missing")
+    letter_text = _scalar_text(letter_value)
+    if letter_text is None:
+        return _reject("answer_not_scalar", "the correct letter is not a scalar")
+    letter = letter_text.strip().strip("()").rstrip(").:").strip().upper()
+    if sorted(options) != list(LETTERS) or any(not v for v in options.values()):
+        return _reject("not_four_options", f"found options {sorted(options)}, need A, B, C, D")
+    if len({v.strip().lower() for v in options.values()}) < 4:
+        return _reject("duplicate_options", "two options have the same text")
+    if letter not in LETTERS:
+        return _reject("bad_letter", f"the correct answer {letter_text!r} is not one of A-D")
+    return Task(kind="mcq", question=checked, answer=letter, answer_type="mcq_letter",
+                options={k: options[k] for k in LETTERS})
+
+
+def _parse_free_form(payload: Mapping[str, Any], requested: AnswerType | None
+                     ) -> Task | ParseResult:
+    checked = _check_question(payload.get("question"))
+    if isinstance(checked, ParseResult):
+        return checked
+    if "answer" not in payload or payload["answer"] is None:
+        return _reject("missing_field", "the answer field is missing")
+    answer = _scalar_text(payload["answer"])
+    if answer is None:
+        return _reject("answer_not_scalar", f"the answer is a {type(payload['answer']).__name__}")
+    answer = answer.strip()
+    if not answer:
+        return _reject("missing_field", "the answer is empty")
+    if len(answer) > MAX_ANSWER_CHARS:
+        return _reject("too_long", f"the answer has {len(answer)} characters")
+    declared = str(payload.get("answer_type") or "").strip().lower() or None
+    if declared is not None and declared not in FREE_FORM_TYPES:
+        return _reject("bad_answer_type",
+                       f"answer_type {declared!r} is not one of {', '.join(FREE_FORM_TYPES)}")
+    if requested is not None and declared is not None and declared != requested:
+        return _reject("wrong_answer_type", f"asked for {requested}, the output declares {declared}")
+    final_type = requested or declared or "string"
+    problem = check_answer_type(answer, final_type)
+    if problem is not None:
+        return _reject(problem, f"{answer[:80]!r} is not a valid {final_type} answer")
+    return Task(kind="free_form", question=checked, answer=answer,
+                answer_type=final_type)  # type: ignore[arg-type]
+
+
+# --- the task-type selector ---------------------------------------------------------------------
+
+
+class TaskTypeSelection(BaseModel):
+    """The task-type selector's judgement of a document (the paper's optional first step)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    suitable_for_mcq: bool = Field(description="Whether the document supports a good MCQ.")
+    suitable_for_free_form: bool = Field(description="Whether it supports a free-form question.")
+    best_answer_type: AnswerType | None = Field(
+        default=None, description="The free-form answer type the document suits best."
+    )
+    reason: str = Field(default="", description="The selector's short justification.")
+
+
+class SelectionResult(BaseModel):
+    """The outcome of parsing a selector output."""
+
+    model_config = ConfigDict(frozen=True)
+
+    selection: TaskTypeSelection | None = None
+    reason: Reason | None = None
+    detail: str = ""
+
+
+def _as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOLEAN:
+        return value.strip().lower() in ("true", "yes")
+    return None
+
+
+def parse_task_type_selection(text: Any) -> SelectionResult:
+    """Parse the selector's JSON ``{suitable_for_mcq, suitable_for_free_form, best_answer_type,
+    reason}``; never raises on model output."""
+    if not isinstance(text, str) or not text.strip():
+        return SelectionResult(reason="empty", detail="the output is empty")
+    payload = find_json_object(text, required=("suitable_for_mcq",))
+    if payload is None:
+        return SelectionResult(reason="no_json", detail="no JSON object found")
+    mcq = _as_bool(payload.get("suitable_for_mcq"))
+    free = _as_bool(payload.get("suitable_for_free_form"))
+    if mcq is None or free is None:
+        return SelectionResult(reason="missing_field",
+                               detail="suitable_for_mcq / suitable_for_free_form must be booleans")
+    best = str(payload.get("best_answer_type") or "").strip().lower() or None
+    if best is not None and best not in get_args(AnswerType):
+        return SelectionResult(reason="bad_answer_type", detail=f"unknown answer type {best!r}")
+    return SelectionResult(selection=TaskTypeSelection(
+        suitable_for_mcq=mcq, suitable_for_free_form=free,
+        best_answer_type=best,  # type: ignore[arg-type]
+        reason=str(payload.get("reason", ""))[:1000],
+    ))

@@ -1,0 +1,486 @@
+"""Checking Reasoner answers against gold answers.
+
+The Reasoner's final answer is the content of its last ``\\boxed{…}`` (see :func:`extract_boxed`).
+It is compared by answer type:
+
+========== ==========================================================================================
+type       rule
+========== ==========================================================================================
+mcq_letter ``B``, ``(B)``, ``B)``, ``\\text{B}``, ``B) <option text>``, or an option's text when it
+           names exactly one option
+integer    exact after dropping thousands separators, LaTeX spaces, ``$``, trailing units and ``.0``
+float      numerically close (``float_rel_tol`` / ``float_abs_tol``); non-decimal forms go to
+           Math-Verify
+expression Math-Verify ``verify(gold, prediction)`` (gold first), in worker processes with a hard
+           timeout; identical normalised strings and equal plain numbers are decided without it
+string     exact after lower-casing and removing punctuation, articles and extra spaces
+boolean    yes/true vs no/false
+========== ==========================================================================================
+
+Model output is never executed or evaluated. Every check ends in a :class:`Verdict` whose
+``outcome`` tells *why*: ``correct``, ``wrong``, ``no_answer`` (no box), ``too_long`` (answer over
+the length cap), ``timeout`` (Math-Verify exceeded its time) or ``error`` (Math-Verify failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import re
+import threading
+import time
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from spice_env import _verify_worker
+from spice_env.tasks import LETTERS, Task, normalize_number_text
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["correct", "wrong", "no_answer", "too_long", "timeout", "error"]
+OUTCOMES: tuple[Outcome, ...] = ("correct", "wrong", "no_answer", "too_long", "timeout", "error")
+
+
+# --- extracting the boxed answer ----------------------------------------------------------------
+
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_FALLBACK = re.compile(
+    r"(?:final answer|the answer)\s*(?:is|:)\s*[:\s]*\$?([^\n$]{1,200}?)\$?\s*\.?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _braced(text: str, open_index: int) -> str | None:
+    depth = 0
+    i = open_index
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2  # an escaped character (\{, \}) does not group
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_index + 1 : i]
+        i += 1
+    return None
+
+
+def _box_content(text: str, start: int) -> str | None:
+    i = start
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if i < len(text) and text[i] == "{":
+        return _braced(text, i)
+    match = re.match(r"[^\s$]+", text[i:])  # \boxed 5 (no braces)
+    return match.group(0) if match and i > start else None
+
+
+def extract_boxed(text: str, *, fallback: bool = False) -> str | None:
+    """The content of the last complete ``\\boxed{…}`` (or ``\\fbox{…}``) in ``text``.
+
+    Nested braces are matched; escaped braces do not count. A box left unclosed (a response cut
+    off by the length limit) is ignored in favour of an earlier complete one. ``\\boxed 5`` (no
+    braces) gives ``5``. With ``fallback=True``, a response without a box may still give an
+    answer from a closing ``The final answer is X`` / ``Answer: X``. Returns ``None`` when there is
+    no answer.
+    """
+    if not isinstance(text, str):
+        return None
+    for match in reversed(list(_BOX.finditer(text))):
+        content = _box_content(text, match.end())
+        if content is not None:
+            return content.strip()
+    if fallback:
+        tail = text.strip()[-400:]
+        found = _FALLBACK.search(tail) or re.search(r"^\s*answer\s*:\s*(.{1,200})$", tail,
+                                                    re.IGNORECASE | re.MULTILINE)
+        if found:
+            return found.group(1).strip()
+    return None
+
+
+# --- normalisation -------------------------------------------------------------------------------
+
+_TEXT_WRAPPERS = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+
+
+def strip_text_commands(value: str) -> str:
+    """Replace ``\\text{x}``, ``\\mathrm{x}`` and similar wrappers by their content."""
+    previous = None
+    while previous != value:
+        previous, value = value, _TEXT_WRAPPERS.sub(r"\1", value)
+    return value
+
+
+def normalize_string(value: str) -> str:
+    """Lower-case, unwrap LaTeX text commands, drop punctuation, articles and extra spaces."""
+    text = strip_text_commands(value).replace("$", "").lower()
+    text = re.sub(r"[^\w\s]", " ", text)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def _clean_number(value: str) -> str:
+    text = strip_text_commands(value).replace("−", "-").replace("\\$", "").replace("\\%", "%")
+    text = re.sub(r"\^\s*\{?\\circ\}?", "", text)
+    return normalize_number_text(text)
+
+
+_NUMBER_HEAD = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(.*)$", re.DOTALL)
+
+
+def parse_integer(value: str) -> int | None:
+    """The integer written in ``value`` (``1,234``, ``1\\,234``, ``42.0``, ``17 cm``), else None."""
+    match = _NUMBER_HEAD.match(_clean_number(value))
+    if not match:
+        return None
+    number, rest = match.groups()
+    if rest and not re.fullmatch(r"[A-Za-z%\s.]*", rest):
+        return None
+    if re.fullmatch(r"[+-]?\d+", number):
+        return int(number)
+    if re.fullmatch(r"[+-]?\d+\.0*", number):
+        return int(number.split(".")[0])
+    return None
+
+
+def parse_float(value: str) -> float | None:
+    """The decimal number written in ``value`` (units after it allowed), else None."""
+    match = _NUMBER_HEAD.match(_clean_number(value))
+    if not match:
+        return None
+    number, rest = match.groups()
+    if rest and not re.fullmatch(r"[A-Za-z%\s.]*", rest):
+        return None
+    result = float(number)
+    return result if math.isfinite(result) else None
+
+
+def parse_boolean(value: str) -> bool | None:
+    """``True`` for yes/true, ``False`` for no/false, else None."""
+    text = normalize_string(value)
+    if text in ("yes", "true", "y", "t"):
+        return True
+    if text in ("no", "false", "n", "f"):
+        return False
+    return None
+
+
+def mcq_letter(answer: str, options: dict[str, str] | None = None) -> str | None:
+    """The option letter an answer names, or None when it names none (or several)."""
+    text = strip_text_commands(answer).replace("$", "").strip().rstrip(".").strip()
+    match = re.fullmatch(r"\(?([A-Da-d])\)?[.:)]?", text)
+    if match:
+        return match.group(1).upper()
+    match = re.match(r"^(?:option|choice|answer)?\s*\(?([A-D])[).:]\s+\S", text, re.IGNORECASE)
+    if match:
+        return match.group(1).upper()
+    match = re.fullmatch(r"(?:option|choice|answer)\s*\(?([A-Da-d])\)?", text, re.IGNORECASE)
+    if match:
+        return match.group(1).upper()
+    if options:
+        wanted = normalize_string(text)
+        hits = [k for k, v in options.items() if normalize_string(v) == wanted and wanted]
+        if len(hits) == 1 and hits[0] in LETTERS:
+            return hits[0]
+    return None
+
+
+def _expression_key(value: str) -> str:
+    text = value.strip().strip("$").strip()
+    text = re.sub(r"\\left|\\right|\\displaystyle|\\!|\\,|\\;|\s+", "", text)
+    return text.rstrip(".")
+
+
+# --- the worker pool -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    ready: bool = False
+    job: int | None = None
+    deadline: float = 0.0
+    started: float = 0.0
+
+
+class MathVerifyPool:
+    """Worker processes running Math-Verify with a hard per-call timeout.
+
+    A call that runs past ``timeout_s`` has its worker killed and replaced and ends as
+    ``timeout``; a worker that dies ends its call as ``error`` and is replaced. Other calls keep
+    running on the other workers meanwhile.
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: float = 5.0, start_timeout_s: float = 120.0
+                 ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.size = workers
+        self.timeout_s = timeout_s
+        self.start_timeout_s = start_timeout_s
+        self._ctx = mp.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self.restarts = 0
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        inner = max(1, math.ceil(self.timeout_s))
+        process = self._ctx.Process(target=_verify_worker.serve, args=(child, inner), daemon=True)
+        process.start()
+        child.close()
+        return _Worker(process=process, conn=parent, started=time.monotonic())
+
+    def _ensure_started(self) -> None:
+        while len(self._workers) < self.size:
+            self._workers.append(self._spawn())
+
+    def _replace(self, index: int) -> None:
+        worker = self._workers[index]
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(timeout=5)
+        worker.conn.close()
+        self.restarts += 1
+        self._workers[index] = self._spawn()
+
+    def run(self, jobs: Sequence[tuple[str, str]]) -> list[Outcome]:
+        """Compare each ``(gold, prediction)``; returns one outcome per job, in order."""
+        with self._lock:
+            return self._run(jobs)
+
+    def _run(self, jobs: Sequence[tuple[str, str]]) -> list[Outcome]:
+        results: list[Outcome | None] = [None] * len(jobs)
+        pending = list(range(len(jobs)))[::-1]
+        if jobs:
+            self._ensure_started()
+        while pending or any(w.job is not None for w in self._workers):
+            now = time.monotonic()
+            for worker in self._workers:
+                if worker.ready and worker.job is None and pending:
+                    job = pending.pop()
+                    worker.conn.send((job, *jobs[job]))
+                    worker.job, worker.deadline = job, now + self.timeout_s
+            self._receive(results, pending)
+        return [r if r is not None else "error" for r in results]
+
+    def _receive(self, results: list[Outcome | None], pending: list[int]) -> None:
+        now = time.monotonic()
+        deadlines = [w.deadline for w in self._workers if w.job is not None]
+        deadlines += [w.started + self.start_timeout_s for w in self._workers if not w.ready]
+        wait_s = max(0.0, min(deadlines) - now) if deadlines else 0.0
+        ready = set(wait([w.conn for w in self._workers], timeout=wait_s))
+        now = time.monotonic()
+        for index, worker in enumerate(self._workers):
+            if worker.conn in ready:
+                try:
+                    job, outcome = worker.conn.recv()
+                except (EOFError, OSError):
+                    self._fail(index, results, pending, "error")
+                    continue
+                if job == "ready":
+                    worker.ready = True
+                else:
+                    results[job] = outcome
+                    worker.job = None
+            elif worker.job is not None and now >= worker.deadline:
+                self._fail(index, results, pending, "timeout")
+            elif not worker.ready and now >= worker.started + self.start_timeout_s:
+                self._fail(index, results, pending, "error")
+
+    def _fail(self, index: int, results: list[Outcome | None], pending: list[int],
+              outcome: Outcome) -> None:
+        worker = self._workers[index]
+        if worker.job is not None:
+            results[worker.job] = outcome
+        elif not worker.ready:
+            logger.error("a Math-Verify worker failed to start; its pending checks are errors")
+            if self.restarts > 10 * self.size:  # workers cannot start at all: give up cleanly
+                while pending:
+                    results[pending.pop()] = "error"
+        worker.job = None
+        self._replace(index)
+
+    def close(self) -> None:
+        """Stop every worker."""
+        for worker in self._workers:
+            try:
+                worker.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for worker in self._workers:
+            worker.process.join(timeout=1)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=1)
+            worker.conn.close()
+        self._workers = []
+
+
+# --- the verifier --------------------------------------------------------------------------------
+
+
+class VerifierConfig(BaseModel):
+    """Settings of a :class:`Verifier`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workers: int = Field(default=2, ge=1, description="Math-Verify worker processes.")
+    timeout_s: float = Field(
+        default=2.0, gt=0, description="Hard time limit of one Math-Verify comparison (seconds)."
+    )
+    max_answer_chars: int = Field(
+        default=1000, ge=1, description="Extracted answers longer than this are `too_long`."
+    )
+    float_rel_tol: float = Field(default=1e-4, ge=0, description="Relative tolerance for floats.")
+    float_abs_tol: float = Field(default=1e-8, ge=0, description="Absolute tolerance for floats.")
+    allow_unboxed: bool = Field(
+        default=False,
+        description="Accept an unboxed 'The final answer is X' when no \\boxed{} is present.",
+    )
+    cache_size: int = Field(
+        default=65536, ge=0, description="Math-Verify results remembered per (gold, answer)."
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The result of checking one response: whether it is correct, and why."""
+
+    correct: bool
+    outcome: Outcome
+    extracted: str | None
+
+
+class Verifier:
+    """Checks Reasoner responses against tasks; see the module docstring for the rules.
+
+    Use as a context manager (or call :meth:`close`) to stop the worker processes; they start on
+    the first expression check. ``counts`` tallies outcomes over the verifier's life.
+    """
+
+    def __init__(self, config: VerifierConfig | None = None, **overrides: Any) -> None:
+        base = config or VerifierConfig()
+        self.config = VerifierConfig(**{**base.model_dump(), **overrides}) if overrides else base
+        self.pool = MathVerifyPool(self.config.workers, self.config.timeout_s)
+        self.counts: Counter[str] = Counter()
+        self._cache: OrderedDict[tuple[str, str], Outcome] = OrderedDict()
+        self._finalizer = weakref.finalize(self, self.pool.close)
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the Math-Verify workers (a later expression check starts them again)."""
+        self.pool.close()
+
+    def check(self, task: Task, response: str) -> bool:
+        """Whether ``response`` answers ``task`` correctly."""
+        return self.verify(task, response).correct
+
+    def check_many(self, pairs: Sequence[tuple[Task, str]]) -> list[bool]:
+        """:meth:`check` for many ``(task, response)`` pairs; expressions run in parallel."""
+        return [v.correct for v in self.verify_many(pairs)]
+
+    def verify(self, task: Task, response: str) -> Verdict:
+        """Check one response and say why it is right or wrong."""
+        return self.verify_many([(task, response)])[0]
+
+    def verify_many(self, pairs: Sequence[tuple[Task, str]]) -> list[Verdict]:
+        """:meth:`verify` for many pairs; Math-Verify calls are batched across the workers."""
+        verdicts: list[Verdict | None] = []
+        deferred: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for index, (task, response) in enumerate(pairs):
+            extracted = extract_boxed(response, fallback=self.config.allow_unboxed)
+            verdict, needs_math = self._decide(task, extracted)
+            verdicts.append(verdict)
+            if needs_math is not None:
+                deferred.setdefault(needs_math, []).append((index, extracted or ""))
+        if deferred:
+            keys = list(deferred)
+            for key, outcome in zip(keys, self._math_verify(keys), strict=True):
+                for index, extracted in deferred[key]:
+                    verdicts[index] = Verdict(outcome == "correct", outcome, extracted)
+        final = [v if v is not None else Verdict(False, "error", None) for v in verdicts]
+        self.counts.update(v.outcome for v in final)
+        return final
+
+    def _decide(self, task: Task, extracted: str | None
+                ) -> tuple[Verdict | None, tuple[str, str] | None]:
+        if extracted is None or not extracted.strip():
+            return Verdict(False, "no_answer", extracted), None
+        if len(extracted) > self.config.max_answer_chars:
+            return Verdict(False, "too_long", extracted[:200]), None
+        kind = task.answer_type
+        if kind == "mcq_letter":
+            ok = mcq_letter(extracted, task.options) == task.answer.strip().upper()
+        elif kind == "integer":
+            got = parse_integer(extracted)
+            ok = got is not None and got == parse_integer(task.answer)
+        elif kind == "string":
+            ok = normalize_string(extracted) == normalize_string(task.answer)
+        elif kind == "boolean":
+            got_bool = parse_boolean(extracted)
+            ok = got_bool is not None and got_bool == parse_boolean(task.answer)
+        elif kind == "float" and parse_float(extracted) is not None:
+            gold, got_float = parse_float(task.answer), parse_float(extracted)
+            ok = gold is not None and got_float is not None and math.isclose(
+                gold, got_float, rel_tol=self.config.float_rel_tol,
+                abs_tol=self.config.float_abs_tol)
+        else:  # expression, or a float written in a non-decimal form
+            quick = self._quick_expression(task.answer, extracted)
+            if quick is None:
+                return None, (task.answer, extracted)
+            ok = quick
+        return Verdict(ok, "correct" if ok else "wrong", extracted), None
+
+    @staticmethod
+    def _quick_expression(gold: str, prediction: str) -> bool | None:
+        """Decide without Math-Verify when it is certain: same text, or two plain numbers."""
+        if _expression_key(gold) == _expression_key(prediction):
+            return True
+        gold_num, pred_num = _plain_number(gold), _plain_number(prediction)
+        if gold_num is not None and pred_num is not None:
+            return math.isclose(gold_num, pred_num, rel_tol=1e-9, abs_tol=1e-12)
+        return None
+
+    def _math_verify(self, keys: list[tuple[str, str]]) -> list[Outcome]:
+        known = {k: self._cache[k] for k in keys if k in self._cache}
+        todo = [k for k in keys if k not in known]
+        if todo:
+            for key, outcome in zip(todo, self.pool.run(todo), strict=True):
+                known[key] = outcome
+                self._remember(key, outcome)
+        return [known[k] for k in keys]
+
+    def _remember(self, key: tuple[str, str], outcome: Outcome) -> None:
+        if self.config.cache_size == 0 or outcome == "error":
+            return
+        self._cache[key] = outcome
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.config.cache_size:
+            self._cache.popitem(last=False)
+
+
+def _plain_number(value: str) -> float | None:
+    text = normalize_number_text(value)
+    if re.fullmatch(r"[+-]?(?:\d+\.?\d*|\.\d+)", text):
+        return float(text)
+    return None
+
