@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from spice_env.tasks import LETTERS, Task, parse_challenger_output, refers_to_document
+from spice_env.tasks import (
+    LETTERS,
+    Task,
+    TaskKind,
+    parse_challenger_output,
+    refers_to_document,
+)
 
 Observation = Mapping[str, Any]
 
@@ -55,7 +61,7 @@ class OracleChallenger:
 
     def act(self, observation: Observation, info: Mapping[str, Any] | None = None) -> str:
         """One Challenger output for a challenger observation."""
-        task_format = observation.get("task_format") or "free_form"
+        task_format: TaskKind = "mcq" if observation.get("task_format") == "mcq" else "free_form"
         question, answer, answer_type, distractors = self._fact(str(observation.get("document")
                                                                     or ""))
         compact = observation.get("assistant_prefix") == "<question>"
@@ -76,20 +82,21 @@ class OracleChallenger:
     def _fact(self, document: str) -> tuple[str, str, str, list[str]]:
         sentences = [s.strip() for s in _SENTENCE.findall(document)
                      if 20 <= len(s.strip()) <= 300 and not refers_to_document(s)]
-        self.rng.shuffle(sentences)  # type: ignore[arg-type]
+        self.rng.shuffle(sentences)
         for sentence in sentences:
             numbers = _NUMBER.findall(sentence)
             if numbers:
                 value = numbers[int(self.rng.integers(len(numbers)))]
                 blank = sentence.replace(value, "___", 1)
                 number = int(value)
-                wrong = [str(number + 1), str(number * 2 + 3), str(number + 10)]
+                candidates = (number + 1, number * 2 + 3, number + 10, number + 2, number + 5)
+                wrong = [str(c) for c in dict.fromkeys(candidates) if c != number][:3]
                 return (f'Which number fills the blank in: "{blank}"?', value, "integer", wrong)
         for sentence in sentences:
-            words = _WORD.findall(sentence)
-            if len(set(words)) >= 4:
+            words = list({w.lower(): w for w in _WORD.findall(sentence)}.values())
+            if len(words) >= 4:
                 word = words[int(self.rng.integers(len(words)))]
-                others = [w for w in dict.fromkeys(words) if w.lower() != word.lower()][:3]
+                others = [w for w in words if w != word][:3]
                 blank = re.sub(rf"\b{re.escape(word)}\b", "___", sentence, count=1)
                 return (f'Which word fills the blank in: "{blank}"?', word, "string", others)
         a, b = (int(x) for x in self.rng.integers(2, 99, size=2))

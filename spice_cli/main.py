@@ -48,7 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
     challenger = scripted.OracleChallenger(seed=args.seed)
     garbage = scripted.GarbageChallenger(seed=args.seed)
     reasoner = scripted.NoisyReasoner(p_correct=args.p_correct, seed=args.seed)
-    print(f"SpiceCorpus-v0 on {env.unwrapped.corpus!r}")
+    print(f"SpiceCorpus-v0 on {getattr(env.unwrapped, 'corpus', args.corpus)!r}")
     for episode in range(args.episodes):
         obs, info = env.reset(seed=args.seed + episode)
         # every fourth episode shows what happens to a malformed question

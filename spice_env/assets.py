@@ -217,7 +217,8 @@ def _math_rows(sdist_path: Path) -> Iterator[dict[str, Any]]:
 def embedded_corpus_file(part: EmbeddedPart) -> Path:
     """Path of the JSON Lines file of one half of the embedded corpus, building it if needed."""
     if part not in EMBEDDED_PARTS:
-        raise AssetError(f"unknown embedded corpus part {part!r}; valid: {', '.join(EMBEDDED_PARTS)}")
+        valid = ", ".join(EMBEDDED_PARTS)
+        raise AssetError(f"unknown embedded corpus part {part!r}; valid: {valid}")
     path = cache_dir() / "corpus" / f"embedded-{part}-v{_CORPUS_FORMAT_VERSION}.jsonl"
     if path.exists():
         return path

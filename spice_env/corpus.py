@@ -3,7 +3,8 @@
 ``load_corpus(spec)`` accepts
 
 * ``"embedded"`` — the offline corpus (a 50/50 mixture of math word problems and general
-  passages, see :mod:`spice_env.assets`); ``"embedded:math"`` and ``"embedded:general"`` for one half;
+  passages, see :mod:`spice_env.assets`); ``"embedded:math"`` or ``"embedded:general"`` for one
+  half;
 * a path to a ``.jsonl``, ``.json``, ``.parquet``, ``.csv``, ``.txt`` or ``.md`` file, or to a
   directory of such files (searched recursively);
 * ``"hf:<dataset id>[:split]"`` — a dataset loaded through ``datasets`` (streamed);
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -56,7 +58,7 @@ class Document:
         id: stable identifier, a hash of the text (equal texts get equal ids).
         text: the segment's text.
         source: where it came from (file path, dataset id, ``embedded:math/mathqa``, ...).
-        metadata: the other scalar fields of the record, plus ``segment`` when a long text was split.
+        metadata: the record's other scalar fields, plus ``segment`` when a long text was split.
     """
 
     id: str
@@ -347,7 +349,8 @@ def _read_hf(spec: str, text_field: str | None, limit: int | None, stats: Corpus
     if sep and head and re.fullmatch(r"[A-Za-z0-9_.\-\[\]%+]+", tail):
         name, split = head, tail
     if not name:
-        raise CorpusError(f"empty dataset id in corpus spec {spec!r}; use 'hf:<dataset id>[:split]'")
+        raise CorpusError(
+            f"empty dataset id in corpus spec {spec!r}; use 'hf:<dataset id>[:split]'")
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a dependency
@@ -357,7 +360,7 @@ def _read_hf(spec: str, text_field: str | None, limit: int | None, stats: Corpus
     except Exception as exc:
         raise CorpusError(f"could not load dataset {name!r} (split {split!r}): {exc}") from exc
     stats.files_read += 1
-    rows = dataset if limit is None else (row for _, row in zip(range(limit), dataset, strict=False))
+    rows = dataset if limit is None else itertools.islice(dataset, limit)
     yield from _rows_to_records(rows, f"hf:{name}:{split}", text_field, stats)
 
 
@@ -413,7 +416,8 @@ class Corpus:
     def shard(self, rank: int, world_size: int) -> Corpus:
         """The documents of one rank: every ``world_size``-th document of each component."""
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+            raise ValueError(
+                f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         if world_size == 1:
             return self
         keep: list[int] = []
@@ -488,7 +492,8 @@ def _documents_from_records(
     for record in records:
         if not isinstance(record.text, str):
             stats.malformed_skipped += 1
-            stats.record_error(f"{record.source}: text is {type(record.text).__name__}, not a string")
+            kind = type(record.text).__name__
+            stats.record_error(f"{record.source}: text is {kind}, not a string")
             continue
         text = record.text.replace("\x00", "").strip()
         if not text:
@@ -594,7 +599,8 @@ def _load_mixture(spec: Mapping[str, float], **kwargs: Any) -> Corpus:
     stats = CorpusStats()
     for part, weight in spec.items():
         if not isinstance(weight, int | float) or weight < 0 or not math.isfinite(weight):
-            raise CorpusError(f"mixture weight of {part!r} must be a finite number >= 0, got {weight!r}")
+            raise CorpusError(
+                f"mixture weight of {part!r} must be a finite number >= 0, got {weight!r}")
         corpus = load_corpus(part, **kwargs)
         stats.merge(corpus.stats)
         components.append((str(part), list(range(len(docs), len(docs) + len(corpus))), weight))

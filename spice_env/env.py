@@ -67,7 +67,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
             ``reasoner_format_weight``.
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"]}
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012
 
     def __init__(
         self,
@@ -163,7 +163,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
         self._last_info = info
         return observation("done"), scored.challenger_reward, True, False, info
 
-    def render(self) -> str | None:  # type: ignore[override]
+    def render(self) -> str | None:
         """A short text summary of the current episode (``render_mode="ansi"``)."""
         if self.render_mode != "ansi":
             return None

@@ -12,7 +12,7 @@ episode and act every step; the agent whose turn it is not is ignored (send ``""
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
@@ -29,7 +29,7 @@ AGENTS = ("challenger", "reasoner")
 class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
     """The two roles of :class:`~spice_env.env.SpiceCorpusEnv` as PettingZoo agents."""
 
-    metadata: dict[str, Any] = {"name": "spice_corpus_v0", "render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"name": "spice_corpus_v0", "render_modes": ["ansi"]}
 
     def __init__(self, corpus: CorpusSpec | Corpus = "embedded", *,
                  verifier: Verifier | None = None, **settings: Any) -> None:
@@ -38,11 +38,11 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
         self.agents: list[str] = []
         self.render_mode = self.env.render_mode
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one space object per agent, as PettingZoo asks
+    @functools.cache  # noqa: B019 - one space object per agent, as PettingZoo asks
     def observation_space(self, agent: str) -> spaces.Space[Any]:
         return self.env.observation_space
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
+    @functools.cache  # noqa: B019
     def action_space(self, agent: str) -> spaces.Space[Any]:
         if agent == "challenger":
             return Prose()
@@ -62,7 +62,7 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
         if not self.agents:
             raise RuntimeError("the episode has ended; call reset() before step()")
         if self.env.phase == "challenger":
-            obs, reward, done, truncated, info = self.env.step(actions["challenger"])
+            obs, reward, done, _truncated, info = self.env.step(actions["challenger"])
             if done:
                 return self._finish(obs, reward, 0.0, info)
             waiting = observation("waiting", document_id=info["document_id"])

@@ -6,8 +6,9 @@ which give the Challenger its reward; one kept valid question per document is ch
 and its G answers become the Reasoner's training group.
 
 Generation is supplied by the caller as functions ``generate(observations, n) -> n samples per
-observation`` (the same observation dicts as ``SpiceCorpusEnv``'s); a sample is a string or any object with a ``text`` attribute (e.g. an agent's output
-carrying token ids and log-probabilities), kept untouched in the records for the trainer.
+observation`` (the same observation dicts as ``SpiceCorpusEnv``'s); a sample is a string or any
+object with a ``text`` attribute (e.g. an agent's output carrying token ids and
+log-probabilities), kept untouched in the records for the trainer.
 """
 
 from __future__ import annotations
@@ -154,8 +155,9 @@ class IterationRollout:
         return out
 
 
-def _mean(values: Sequence[float | bool]) -> float:
-    return float(sum(values) / len(values)) if values else float("nan")
+def _mean(values: Sequence[float | bool | None]) -> float:
+    present = [float(v) for v in values if v is not None]
+    return sum(present) / len(present) if present else float("nan")
 
 
 class SpiceRunner:

@@ -208,7 +208,7 @@ def _options_from(value: Any) -> dict[str, str] | None:
     if isinstance(value, list):
         options: dict[str, str] = {}
         for index, item in enumerate(value):
-            stem, inline = split_inline_options(str(item))
+            _stem, inline = split_inline_options(str(item))
             if len(inline) == 0:
                 match = re.match(r"^\(?([A-Da-d])[\)\.:]\s*(.*)$", str(item).strip(), re.DOTALL)
                 key, text = (match.group(1).upper(), match.group(2)) if match else (
@@ -364,10 +364,7 @@ def parse_challenger_output(
     if kind is not None and detected != kind and _has_task_fields(payload):
         return _reject("wrong_kind", f"asked for a {kind} task, the output is {detected}")
     final_kind = kind or detected
-    if final_kind == "mcq":
-        result = _parse_mcq(payload)
-    else:
-        result = _parse_free_form(payload, answer_type)
+    result = _parse_mcq(payload) if final_kind == "mcq" else _parse_free_form(payload, answer_type)
     if isinstance(result, ParseResult):
         return result
     metadata = {k: payload[k] for k in _METADATA_KEYS if k in payload}
@@ -446,13 +443,14 @@ def _parse_free_form(payload: Mapping[str, Any], requested: AnswerType | None
         return _reject("bad_answer_type",
                        f"answer_type {declared!r} is not one of {', '.join(FREE_FORM_TYPES)}")
     if requested is not None and declared is not None and declared != requested:
-        return _reject("wrong_answer_type", f"asked for {requested}, the output declares {declared}")
+        return _reject("wrong_answer_type",
+                       f"asked for {requested}, the output declares {declared}")
     final_type = requested or declared or "string"
     problem = check_answer_type(answer, final_type)
     if problem is not None:
         return _reject(problem, f"{answer[:80]!r} is not a valid {final_type} answer")
     return Task(kind="free_form", question=checked, answer=answer,
-                answer_type=final_type)  # type: ignore[arg-type]
+                answer_type=final_type)
 
 
 # --- the task-type selector ---------------------------------------------------------------------
@@ -507,6 +505,6 @@ def parse_task_type_selection(text: Any) -> SelectionResult:
         return SelectionResult(reason="bad_answer_type", detail=f"unknown answer type {best!r}")
     return SelectionResult(selection=TaskTypeSelection(
         suitable_for_mcq=mcq, suitable_for_free_form=free,
-        best_answer_type=best,  # type: ignore[arg-type]
+        best_answer_type=best,
         reason=str(payload.get("reason", ""))[:1000],
     ))

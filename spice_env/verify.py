@@ -3,9 +3,9 @@
 The Reasoner's final answer is the content of its last ``\\boxed{…}`` (see :func:`extract_boxed`).
 It is compared by answer type:
 
-========== ==========================================================================================
+========== =========================================================================================
 type       rule
-========== ==========================================================================================
+========== =========================================================================================
 mcq_letter ``B``, ``(B)``, ``B)``, ``\\text{B}``, ``B) <option text>``, or an option's text when it
            names exactly one option
 integer    exact after dropping thousands separators, LaTeX spaces, ``$``, trailing units and ``.0``
@@ -15,7 +15,7 @@ expression Math-Verify ``verify(gold, prediction)`` (gold first), in worker proc
            timeout; identical normalised strings and equal plain numbers are decided without it
 string     exact after lower-casing and removing punctuation, articles and extra spaces
 boolean    yes/true vs no/false
-========== ==========================================================================================
+========== =========================================================================================
 
 Model output is never executed or evaluated. Every check ends in a :class:`Verdict` whose
 ``outcome`` tells *why*: ``correct``, ``wrong``, ``no_answer`` (no box), ``too_long`` (answer over
@@ -24,6 +24,7 @@ the length cap), ``timeout`` (Math-Verify exceeded its time) or ``error`` (Math-
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import multiprocessing as mp
@@ -111,7 +112,8 @@ def extract_boxed(text: str, *, fallback: bool = False) -> str | None:
 
 # --- normalisation -------------------------------------------------------------------------------
 
-_TEXT_WRAPPERS = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_TEXT_WRAPPERS = re.compile(
+    r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 
 
@@ -317,10 +319,8 @@ class MathVerifyPool:
     def close(self) -> None:
         """Stop every worker."""
         for worker in self._workers:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 worker.conn.send(None)
-            except (OSError, ValueError):
-                pass
         for worker in self._workers:
             worker.process.join(timeout=1)
             if worker.process.is_alive():

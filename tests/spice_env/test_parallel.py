@@ -1,0 +1,41 @@
+"""The PettingZoo ParallelEnv view."""
+
+from __future__ import annotations
+
+from pettingzoo.test import parallel_api_test
+
+from agents.scripted import NoisyReasoner, OracleChallenger
+from spice_env.parallel import SpiceParallelEnv
+
+
+def test_parallel_api_test_passes() -> None:
+    env = SpiceParallelEnv(corpus="embedded:math", group_size=3)
+    parallel_api_test(env, num_cycles=10)
+    env.close()
+
+
+def test_valid_episode_rewards_both_agents() -> None:
+    env = SpiceParallelEnv(corpus="embedded:math", group_size=4, prompt_style="compact")
+    challenger, reasoner = OracleChallenger(0), NoisyReasoner(1.0, 0)
+    obs, infos = env.reset(seed=0)
+    assert env.agents == ["challenger", "reasoner"]
+    assert obs["reasoner"]["role"] == "waiting" and obs["reasoner"]["prompt"] == ""
+    obs, rewards, terms, _, infos = env.step(
+        {"challenger": challenger.act(obs["challenger"]), "reasoner": ""})
+    assert rewards == {"challenger": 0.0, "reasoner": 0.0} and not any(terms.values())
+    assert obs["reasoner"]["role"] == "reasoner" and obs["reasoner"]["document"] == ""
+    answers = reasoner.act(obs["reasoner"], infos["reasoner"], n=4)
+    obs, rewards, terms, _truncs, infos = env.step({"challenger": "", "reasoner": tuple(answers)})
+    assert all(terms.values()) and env.agents == []
+    assert rewards["reasoner"] == 1.0  # every answer correct
+    assert rewards["challenger"] == infos["challenger"]["rewards"]["challenger"]
+    env.close()
+
+
+def test_invalid_question_ends_for_both() -> None:
+    env = SpiceParallelEnv(corpus="embedded:math", group_size=2, rho=-0.2)
+    env.reset(seed=1)
+    _, rewards, terms, _, infos = env.step({"challenger": "nonsense", "reasoner": ""})
+    assert rewards == {"challenger": -0.2, "reasoner": 0.0}
+    assert all(terms.values()) and infos["challenger"]["invalid_reason"] == "no_json"
+    env.close()
