@@ -1,9 +1,16 @@
-"""The body of a Math-Verify worker process (kept tiny: it is imported in every worker)."""
+"""A Math-Verify worker process, run as a script by :class:`spice_env.verify.MathVerifyPool`.
+
+It is started as ``python _verify_worker.py <timeout_s>`` (never through ``multiprocessing``, so
+the parent's main module is not re-imported) and speaks JSON lines: it prints ``{"ready": true}``
+once Math-Verify is imported, then answers each request ``{"id": n, "gold": ..., "pred": ...}``
+with ``{"id": n, "outcome": "correct" | "wrong" | "error"}``. It imports nothing of spice-env.
+"""
 
 from __future__ import annotations
 
-from multiprocessing.connection import Connection
-from typing import Any
+import json
+import logging
+import sys
 
 
 def _wrap(expr: str) -> str:
@@ -22,21 +29,27 @@ def compare(gold: str, prediction: str, timeout_s: int) -> bool:
     return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout_s))
 
 
-def serve(conn: Connection, timeout_s: int) -> None:
-    """Answer ``(job_id, gold, prediction)`` requests with ``(job_id, outcome)`` until EOF."""
+def serve(timeout_s: int) -> None:
+    """Answer requests from standard input until it closes."""
     import math_verify  # noqa: F401  (import once, before announcing readiness)
 
-    conn.send(("ready", None))
-    while True:
+    logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    out = sys.stdout
+    out.write('{"ready": true}\n')
+    out.flush()
+    for line in sys.stdin:
         try:
-            message: Any = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message is None:
-            return
-        job_id, gold, prediction = message
+            request = json.loads(line)
+            job, gold, prediction = request["id"], request["gold"], request["pred"]
+        except (ValueError, KeyError, TypeError):
+            continue
         try:
             outcome = "correct" if compare(gold, prediction, timeout_s) else "wrong"
         except Exception:  # a Math-Verify failure is a result, not a crash of the worker
             outcome = "error"
-        conn.send((job_id, outcome))
+        out.write(json.dumps({"id": job, "outcome": outcome}) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]) if len(sys.argv) > 1 else 5)

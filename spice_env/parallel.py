@@ -40,16 +40,19 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
 
     @functools.cache  # noqa: B019 - one space object per agent, as PettingZoo asks
     def observation_space(self, agent: str) -> spaces.Space[Any]:
+        """Both agents observe the env's observation dict."""
         return self.env.observation_space
 
     @functools.cache  # noqa: B019
     def action_space(self, agent: str) -> spaces.Space[Any]:
+        """The challenger acts with one string, the reasoner with a tuple of G strings."""
         if agent == "challenger":
             return Prose()
         return spaces.Tuple([Prose() for _ in range(self.env.config.group_size)])
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """Start an episode: the challenger's observation, and a waiting one for the reasoner."""
         obs, info = self.env.reset(seed=seed, options=options)
         self.agents = list(AGENTS)
         waiting = observation("waiting", document_id=info["document_id"])
@@ -59,6 +62,7 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
         dict[str, dict[str, Any]], dict[str, float], dict[str, bool], dict[str, bool],
         dict[str, dict[str, Any]],
     ]:
+        """Play the acting agent's action (see the module docstring); the other is ignored."""
         if not self.agents:
             raise RuntimeError("the episode has ended; call reset() before step()")
         if self.env.phase == "challenger":
@@ -83,7 +87,9 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
                 {a: dict(info) for a in AGENTS})
 
     def render(self) -> str | None:
+        """The wrapped env's text rendering."""
         return self.env.render()
 
     def close(self) -> None:
+        """Close the wrapped env (and its verifier workers, if it made them)."""
         self.env.close()

@@ -76,6 +76,7 @@ class ReasonerAnswer:
 
     @property
     def text(self) -> str:
+        """The answer's text."""
         return sample_text(self.sample)
 
 
@@ -92,10 +93,12 @@ class ChallengerAttempt:
 
     @property
     def text(self) -> str:
+        """The Challenger output's text."""
         return sample_text(self.sample)
 
     @property
     def task(self) -> Task | None:
+        """The valid task, or None when the output was invalid."""
         return self.parse.task
 
 
@@ -168,7 +171,8 @@ class SpiceRunner:
         batch_size: B, documents per iteration.
         attempts: N, Challenger samples per document (at least G).
         seed: seeds the document stream and the sub-sampling.
-        rank, world_size: sample only this rank's shard of the corpus.
+        rank: this process's rank; only its shard of the corpus is sampled.
+        world_size: the number of ranks the corpus is sharded over.
         verifier: shared verifier; one is created when omitted.
         **settings: :class:`~spice_env.game.GameConfig` fields (``group_size`` is G).
     """

@@ -25,17 +25,19 @@ the length cap), ``timeout`` (Math-Verify exceeded its time) or ``error`` (Math-
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
-import multiprocessing as mp
 import re
+import subprocess
+import sys
 import threading
 import time
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -208,22 +210,27 @@ def _expression_key(value: str) -> str:
 # --- the worker pool -----------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # identity hashing: workers are watched in a set
 class _Worker:
-    process: Any
-    conn: Connection
+    process: subprocess.Popen[str]
     ready: bool = False
     job: int | None = None
     deadline: float = 0.0
     started: float = 0.0
 
+    def fileno(self) -> int:  # lets multiprocessing.connection.wait watch the worker's output
+        assert self.process.stdout is not None
+        return self.process.stdout.fileno()
+
 
 class MathVerifyPool:
     """Worker processes running Math-Verify with a hard per-call timeout.
 
-    A call that runs past ``timeout_s`` has its worker killed and replaced and ends as
-    ``timeout``; a worker that dies ends its call as ``error`` and is replaced. Other calls keep
-    running on the other workers meanwhile.
+    Workers are separate Python processes running ``_verify_worker.py`` (JSON lines over pipes;
+    the caller's main module is never re-imported, so no ``__main__`` guard is needed). A call
+    that runs past ``timeout_s`` has its worker killed and replaced and ends as ``timeout``; a
+    worker that dies ends its call as ``error`` and is replaced. Other calls keep running on the
+    other workers meanwhile.
     """
 
     def __init__(self, workers: int = 2, timeout_s: float = 5.0, start_timeout_s: float = 120.0
@@ -233,31 +240,38 @@ class MathVerifyPool:
         self.size = workers
         self.timeout_s = timeout_s
         self.start_timeout_s = start_timeout_s
-        self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self.restarts = 0
+        self.start_failures = 0
 
     def _spawn(self) -> _Worker:
-        parent, child = self._ctx.Pipe()
-        inner = max(1, math.ceil(self.timeout_s))
-        process = self._ctx.Process(target=_verify_worker.serve, args=(child, inner), daemon=True)
-        process.start()
-        child.close()
-        return _Worker(process=process, conn=parent, started=time.monotonic())
+        inner = str(max(1, math.ceil(self.timeout_s)))
+        process = subprocess.Popen(
+            [sys.executable, _verify_worker.__file__, inner],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, encoding="utf-8", errors="replace", bufsize=1,
+        )
+        return _Worker(process=process, started=time.monotonic())
 
     def _ensure_started(self) -> None:
         while len(self._workers) < self.size:
             self._workers.append(self._spawn())
 
     def _replace(self, index: int) -> None:
-        worker = self._workers[index]
-        if worker.process.is_alive():
-            worker.process.kill()
-        worker.process.join(timeout=5)
-        worker.conn.close()
+        self._stop(self._workers[index])
         self.restarts += 1
         self._workers[index] = self._spawn()
+
+    @staticmethod
+    def _stop(worker: _Worker) -> None:
+        if worker.process.poll() is None:
+            worker.process.kill()
+        worker.process.wait(timeout=5)
+        for stream in (worker.process.stdin, worker.process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
 
     def run(self, jobs: Sequence[tuple[str, str]]) -> list[Outcome]:
         """Compare each ``(gold, prediction)``; returns one outcome per job, in order."""
@@ -270,33 +284,53 @@ class MathVerifyPool:
         if jobs:
             self._ensure_started()
         while pending or any(w.job is not None for w in self._workers):
-            now = time.monotonic()
-            for worker in self._workers:
+            for index, worker in enumerate(self._workers):
                 if worker.ready and worker.job is None and pending:
-                    job = pending.pop()
-                    worker.conn.send((job, *jobs[job]))
-                    worker.job, worker.deadline = job, now + self.timeout_s
+                    if worker.process.poll() is not None:  # died while idle: just replace it
+                        self._replace(index)
+                        continue
+                    self._send(index, pending.pop(), jobs, pending)
             self._receive(results, pending)
         return [r if r is not None else "error" for r in results]
+
+    def _send(self, index: int, job: int, jobs: Sequence[tuple[str, str]], pending: list[int]
+              ) -> None:
+        worker = self._workers[index]
+        gold, prediction = jobs[job]
+        worker.job, worker.deadline = job, time.monotonic() + self.timeout_s
+        try:
+            assert worker.process.stdin is not None
+            worker.process.stdin.write(json.dumps({"id": job, "gold": gold, "pred": prediction})
+                                       + "\n")
+            worker.process.stdin.flush()
+        except (OSError, ValueError):  # the worker died before taking the job: run it elsewhere
+            worker.job = None
+            pending.append(job)
+            self._replace(index)
 
     def _receive(self, results: list[Outcome | None], pending: list[int]) -> None:
         now = time.monotonic()
         deadlines = [w.deadline for w in self._workers if w.job is not None]
         deadlines += [w.started + self.start_timeout_s for w in self._workers if not w.ready]
         wait_s = max(0.0, min(deadlines) - now) if deadlines else 0.0
-        ready = set(wait([w.conn for w in self._workers], timeout=wait_s))
+        ready = set(wait(self._workers, timeout=wait_s))  # type: ignore[arg-type]
         now = time.monotonic()
         for index, worker in enumerate(self._workers):
-            if worker.conn in ready:
+            if worker in ready:
+                assert worker.process.stdout is not None
+                line = worker.process.stdout.readline()
                 try:
-                    job, outcome = worker.conn.recv()
-                except (EOFError, OSError):
-                    self._fail(index, results, pending, "error")
+                    message = json.loads(line)
+                except ValueError:  # EOF or garbage: the worker died
+                    if worker.ready and worker.job is None:
+                        self._replace(index)
+                    else:
+                        self._fail(index, results, pending, "error")
                     continue
-                if job == "ready":
+                if message.get("ready"):
                     worker.ready = True
-                else:
-                    results[job] = outcome
+                elif worker.job is not None and message.get("id") == worker.job:
+                    results[worker.job] = message.get("outcome", "error")
                     worker.job = None
             elif worker.job is not None and now >= worker.deadline:
                 self._fail(index, results, pending, "timeout")
@@ -309,8 +343,9 @@ class MathVerifyPool:
         if worker.job is not None:
             results[worker.job] = outcome
         elif not worker.ready:
-            logger.error("a Math-Verify worker failed to start; its pending checks are errors")
-            if self.restarts > 10 * self.size:  # workers cannot start at all: give up cleanly
+            self.start_failures += 1
+            logger.error("a Math-Verify worker failed to start (is math-verify installed?)")
+            if self.start_failures >= 3 * self.size:  # workers cannot start at all: give up
                 while pending:
                     results[pending.pop()] = "error"
         worker.job = None
@@ -319,14 +354,14 @@ class MathVerifyPool:
     def close(self) -> None:
         """Stop every worker."""
         for worker in self._workers:
-            with contextlib.suppress(OSError, ValueError):
-                worker.conn.send(None)
+            if worker.process.stdin is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    worker.process.stdin.close()  # EOF: the worker exits by itself
+        deadline = time.monotonic() + 1.0
         for worker in self._workers:
-            worker.process.join(timeout=1)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=1)
-            worker.conn.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            self._stop(worker)
         self._workers = []
 
 
