@@ -34,6 +34,7 @@ def serve(timeout_s: int) -> None:
     import math_verify  # noqa: F401  (import once, before announcing readiness)
 
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
+    compare("\\frac{1}{2}", "0.5", timeout_s)  # warm up the parser before taking real work
     out = sys.stdout
     out.write('{"ready": true}\n')
     out.flush()

@@ -257,7 +257,7 @@ def _rows_to_records(
 
 
 def _read_jsonl(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
         for lineno, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -272,7 +272,7 @@ def _read_jsonl(path: Path, text_field: str | None, stats: CorpusStats) -> Itera
 
 
 def _read_json(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
-    data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    data = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
     if isinstance(data, Mapping):
         for key in ("documents", "data", "rows", "examples"):
             if isinstance(data.get(key), list):
@@ -294,13 +294,13 @@ def _read_parquet(path: Path, text_field: str | None, stats: CorpusStats) -> Ite
 
 def _read_csv(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
     csv.field_size_limit(1 << 30)
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
         yield from _rows_to_records(csv.DictReader(handle), str(path), text_field, stats)
 
 
 def _read_plain(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
     stats.records_read += 1
-    yield _Record(path.read_text(encoding="utf-8", errors="replace"), str(path), {})
+    yield _Record(path.read_text(encoding="utf-8-sig", errors="replace"), str(path), {})
 
 
 _READERS: dict[str, Callable[[Path, str | None, CorpusStats], Iterator[_Record]]] = {
@@ -420,15 +420,14 @@ class Corpus:
                 f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
         if world_size == 1:
             return self
+        for cname, indices, _ in self.components:
+            if len(indices) < world_size:
+                raise CorpusError(f"component {cname!r} has {len(indices)} documents, too few "
+                                  f"for {world_size} ranks")
         keep: list[int] = []
         new_components: list[tuple[str, list[int], float]] = []
         for cname, indices, weight in self.components:
             mine = indices[rank::world_size].tolist()
-            if not mine:
-                raise CorpusError(
-                    f"component {cname!r} has {len(indices)} documents, too few for "
-                    f"{world_size} ranks"
-                )
             new_components.append((cname, list(range(len(keep), len(keep) + len(mine))), weight))
             keep.extend(mine)
         return Corpus(
@@ -440,10 +439,9 @@ class Corpus:
 
     def sample_indices(self, rng: np.random.Generator, n: int) -> list[int]:
         """Draw ``n`` document indices (with replacement) using ``rng``."""
-        which = rng.choice(len(self.components), size=n, p=self.weights)
         out: list[int] = []
-        for component in which:
-            indices = self.components[int(component)][1]
+        for _ in range(n):  # one draw at a time: the stream does not depend on batch sizes
+            indices = self.components[int(rng.choice(len(self.components), p=self.weights))][1]
             out.append(int(indices[rng.integers(len(indices))]))
         return out
 
@@ -603,7 +601,12 @@ def _load_mixture(spec: Mapping[str, float], **kwargs: Any) -> Corpus:
                 f"mixture weight of {part!r} must be a finite number >= 0, got {weight!r}")
         corpus = load_corpus(part, **kwargs)
         stats.merge(corpus.stats)
-        components.append((str(part), list(range(len(docs), len(docs) + len(corpus))), weight))
+        offset = len(docs)
+        nested = len(corpus.components) > 1
+        for (inner, indices, _), share in zip(corpus.components, corpus.weights, strict=True):
+            # an inner mixture keeps its own proportions within this part's weight
+            name = f"{part}/{inner}" if nested else str(part)
+            components.append((name, [offset + int(i) for i in indices], weight * float(share)))
         docs.extend(corpus.documents)
     name = " + ".join(f"{w:g}*{p}" for p, w in spec.items())
     return Corpus(docs, name=name, stats=stats, components=components)

@@ -130,7 +130,7 @@ def _objects_in(text: str) -> list[dict[str, Any]]:
     while start != -1 and len(found) < _MAX_SCAN_OBJECTS:
         try:
             obj, end = decoder.raw_decode(text, start)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long to convert
             start = text.find("{", start + 1)
             continue
         if isinstance(obj, dict):
@@ -169,6 +169,7 @@ def _from_tags(text: str) -> dict[str, Any] | None:
 
 # --- options and field checks -----------------------------------------------------------------
 
+_EXTRA_OPTION = re.compile(r"(?:^|(?<=\s))\(?([E-H])[\)\.:]\s*", re.MULTILINE)
 _OPTION = re.compile(r"(?:^|(?<=\s))\(?([A-D])[\)\.:]\s*", re.MULTILINE)
 
 
@@ -186,6 +187,10 @@ def split_inline_options(text: str) -> tuple[str, dict[str, str]]:
     if not runs:
         return text.strip(), {}
     chosen = max(runs, key=lambda run: run[0].start())
+    style = _marker_style(chosen[0])
+    after = text[chosen[-1].end():]
+    if any(_marker_style(m) == style for m in _EXTRA_OPTION.finditer(after)):
+        return text.strip(), {}  # an E) (or later) option follows: not a four-option question
     options = {}
     for j, m in enumerate(chosen):
         end = chosen[j + 1].start() if j + 1 < 4 else len(text)
@@ -199,7 +204,7 @@ def _abcd_runs(marks: list[re.Match[str]]) -> list[list[re.Match[str]]]:
 
 
 def _marker_style(match: re.Match[str]) -> str:
-    return re.sub(r"[A-D]", "X", match.group(0).strip())
+    return re.sub(r"[A-H]", "X", match.group(0).strip())
 
 
 def _options_from(value: Any) -> dict[str, str] | None:

@@ -187,6 +187,8 @@ def mcq_letter(answer: str, options: dict[str, str] | None = None) -> str | None
     match = re.fullmatch(r"\(?([A-Da-d])\)?[.:)]?", text)
     if match:
         return match.group(1).upper()
+    if len(set(re.findall(r"(?:^|[\s(])([A-D])\)", text))) > 1:
+        return None  # several options listed: no single choice
     match = re.match(r"^(?:option|choice|answer)?\s*\(?([A-D])[).:]\s+\S", text, re.IGNORECASE)
     if match:
         return match.group(1).upper()
