@@ -3,7 +3,9 @@
 It is started as ``python _verify_worker.py <timeout_s>`` (never through ``multiprocessing``, so
 the parent's main module is not re-imported) and speaks JSON lines: it prints ``{"ready": true}``
 once Math-Verify is imported, then answers each request ``{"id": n, "gold": ..., "pred": ...}``
-with ``{"id": n, "outcome": "correct" | "wrong" | "error"}``. It imports nothing of spice-env.
+with ``{"id": n, "outcome": "correct" | "wrong" | "timeout" | "error"}``; ``timeout`` means
+Math-Verify stopped on its own time limit (``timeout_s``, whole seconds). It imports nothing of
+spice-env.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 
 
 def _wrap(expr: str) -> str:
@@ -44,10 +47,13 @@ def serve(timeout_s: int) -> None:
             job, gold, prediction = request["id"], request["gold"], request["pred"]
         except (ValueError, KeyError, TypeError):
             continue
+        started = time.monotonic()
         try:
             outcome = "correct" if compare(gold, prediction, timeout_s) else "wrong"
         except Exception:  # a Math-Verify failure is a result, not a crash of the worker
             outcome = "error"
+        if outcome != "correct" and time.monotonic() - started >= 0.95 * timeout_s:
+            outcome = "timeout"  # Math-Verify gave up on its own limit (it returns False then)
         out.write(json.dumps({"id": job, "outcome": outcome}) + "\n")
         out.flush()
 

@@ -78,12 +78,33 @@ def _braced(text: str, open_index: int) -> str | None:
     return None
 
 
-def _box_content(text: str, start: int) -> str | None:
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Position of each ``{`` -> its matching ``}``, in one pass (escaped braces skipped)."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            stack.append(i)
+        elif char == "}" and stack:
+            pairs[stack.pop()] = i
+        i += 1
+    return pairs
+
+
+def _box_content(text: str, start: int, pairs: dict[int, int] | None = None) -> str | None:
     i = start
     while i < len(text) and text[i] == " ":
         i += 1
     if i < len(text) and text[i] == "{":
-        return _braced(text, i)
+        if pairs is None:
+            return _braced(text, i)
+        close = pairs.get(i)
+        return text[i + 1 : close] if close is not None else None
     match = re.match(r"[^\s$]+", text[i:])  # \boxed 5 (no braces)
     return match.group(0) if match and i > start else None
 
@@ -99,10 +120,17 @@ def extract_boxed(text: str, *, fallback: bool = False) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    for match in reversed(list(_BOX.finditer(text))):
-        content = _box_content(text, match.end())
+    boxes = list(_BOX.finditer(text))
+    if boxes:  # the last box is the usual case: scan it directly
+        content = _box_content(text, boxes[-1].end())
         if content is not None:
             return content.strip()
+    if len(boxes) > 1:  # it was left unclosed: match every brace once, then look boxes up
+        pairs = _brace_pairs(text)
+        for match in reversed(boxes[:-1]):
+            content = _box_content(text, match.end(), pairs)
+            if content is not None:
+                return content.strip()
     if fallback:
         tail = text.strip()[-400:]
         found = _FALLBACK.search(tail) or re.search(r"^\s*answer\s*:\s*(.{1,200})$", tail,
@@ -206,6 +234,7 @@ def mcq_letter(answer: str, options: dict[str, str] | None = None) -> str | None
 def _expression_key(value: str) -> str:
     text = value.strip().strip("$").strip()
     text = re.sub(r"\\left|\\right|\\displaystyle|\\!|\\,|\\;|\s+", "", text)
+    text = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", text)
     return text.rstrip(".")
 
 
@@ -229,10 +258,15 @@ class MathVerifyPool:
     """Worker processes running Math-Verify with a hard per-call timeout.
 
     Workers are separate Python processes running ``_verify_worker.py`` (JSON lines over pipes;
-    the caller's main module is never re-imported, so no ``__main__`` guard is needed). A call
-    that runs past ``timeout_s`` has its worker killed and replaced and ends as ``timeout``; a
-    worker that dies ends its call as ``error`` and is replaced. Other calls keep running on the
-    other workers meanwhile.
+    the caller's main module is never re-imported, so no ``__main__`` guard is needed).
+
+    * Math-Verify's own limit (half of ``timeout_s``, whole seconds, at least 1) stops most slow
+      inputs inside the worker, which reports ``timeout`` and lives on.
+    * A call still running at ``timeout_s`` has its worker killed and replaced: ``timeout``.
+    * A worker that dies during a call is replaced and the call is tried once more on another
+      worker; a second death makes it ``error``.
+
+    Other calls keep running on the other workers meanwhile.
     """
 
     def __init__(self, workers: int = 2, timeout_s: float = 5.0, start_timeout_s: float = 120.0
@@ -246,9 +280,12 @@ class MathVerifyPool:
         self._lock = threading.Lock()
         self.restarts = 0
         self.start_failures = 0
+        self._retried: set[int] = set()  # jobs of the current run already retried once
 
     def _spawn(self) -> _Worker:
-        inner = str(max(1, math.ceil(self.timeout_s)))
+        # Math-Verify's own limit (whole seconds) ends most slow inputs inside the worker, which
+        # then lives on; the hard kill at timeout_s is the backstop for inputs that ignore it
+        inner = str(max(1, math.floor(self.timeout_s / 2)))
         process = subprocess.Popen(
             [sys.executable, _verify_worker.__file__, inner],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -283,6 +320,7 @@ class MathVerifyPool:
     def _run(self, jobs: Sequence[tuple[str, str]]) -> list[Outcome]:
         results: list[Outcome | None] = [None] * len(jobs)
         pending = list(range(len(jobs)))[::-1]
+        self._retried = set()
         if jobs:
             self._ensure_started()
         while pending or any(w.job is not None for w in self._workers):
@@ -342,7 +380,10 @@ class MathVerifyPool:
     def _fail(self, index: int, results: list[Outcome | None], pending: list[int],
               outcome: Outcome) -> None:
         worker = self._workers[index]
-        if worker.job is not None:
+        if worker.job is not None and outcome == "error" and worker.job not in self._retried:
+            self._retried.add(worker.job)  # the worker died under it: one more try elsewhere
+            pending.append(worker.job)
+        elif worker.job is not None:
             results[worker.job] = outcome
         elif not worker.ready:
             self.start_failures += 1
@@ -389,7 +430,8 @@ class VerifierConfig(BaseModel):
         description="Accept an unboxed 'The final answer is X' when no \\boxed{} is present.",
     )
     cache_size: int = Field(
-        default=65536, ge=0, description="Math-Verify results remembered per (gold, answer)."
+        default=65536, ge=0,
+        description="Math-Verify verdicts (correct or wrong) remembered per (gold, answer).",
     )
 
 
@@ -507,8 +549,8 @@ class Verifier:
         return [known[k] for k in keys]
 
     def _remember(self, key: tuple[str, str], outcome: Outcome) -> None:
-        if self.config.cache_size == 0 or outcome == "error":
-            return
+        if self.config.cache_size == 0 or outcome not in ("correct", "wrong"):
+            return  # a timeout or error may not recur (a busy machine): never remember one
         self._cache[key] = outcome
         self._cache.move_to_end(key)
         while len(self._cache) > self.config.cache_size:

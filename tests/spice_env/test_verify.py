@@ -537,6 +537,7 @@ def test_idle_worker_killed_between_calls_is_replaced() -> None:
 
 
 def test_worker_killed_during_a_check_is_replaced() -> None:
+    """A worker dying under a check is replaced; the check gets one retry, then is an error."""
     with Verifier(timeout_s=30, workers=2) as v:
         _ready_workers(v)
         restarts = v.pool.restarts
@@ -544,13 +545,14 @@ def test_worker_killed_during_a_check_is_replaced() -> None:
 
         def kill_busy_worker() -> None:
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not killed:
+            while time.monotonic() < deadline and len(killed) < 2:
                 for worker in list(v.pool._workers):
-                    if worker.job is not None and _alive(worker.process):
+                    if (worker.job is not None and _alive(worker.process)
+                            and worker.process.pid not in killed):
                         time.sleep(0.3)
                         killed.append(worker.process.pid)
                         worker.process.kill()
-                        return
+                        break
                 time.sleep(0.02)
 
         killer = threading.Thread(target=kill_busy_worker, daemon=True)
@@ -558,10 +560,10 @@ def test_worker_killed_during_a_check_is_replaced() -> None:
         t0 = time.monotonic()
         verdict = v.verify(free("2", "expression"), boxed(PATHOLOGICAL))
         killer.join(5)
-        assert killed
+        assert len(killed) == 2  # the first death was retried on the other worker
         assert verdict.outcome == "error"
-        assert time.monotonic() - t0 < 15  # ended by the crash, not by the 30 s timeout
-        assert v.pool.restarts == restarts + 1
+        assert time.monotonic() - t0 < 15  # ended by the crashes, not by the time limits
+        assert v.pool.restarts == restarts + 2
         assert all(w.process.pid not in killed for w in v.pool._workers)
         task = free("\\frac{1}{2}", "expression")
         verdicts = v.verify_many([(task, boxed("7/14")), (task, boxed("8/16")),
@@ -682,3 +684,18 @@ def test_an_answer_listing_several_options_names_none() -> None:
 
     assert mcq_letter("A) Paris B) London") is None
     assert mcq_letter("B) London") == "B"
+
+
+def test_timeouts_are_not_cached() -> None:
+    outcomes = iter(["timeout", "wrong"])
+    v = Verifier()
+    v.pool.run = lambda jobs: [next(outcomes) for _ in jobs]  # type: ignore[method-assign]
+    task = free("x^2", "expression")
+    assert v.verify(task, boxed("y")).outcome == "timeout"
+    assert v.verify(task, boxed("y")).outcome == "wrong"  # asked again, not remembered
+
+
+def test_many_unclosed_boxes_fall_back_to_the_last_complete_one() -> None:
+    text = "first \\boxed{1} then \\boxed{\\frac{2}{3}}" + " \\boxed{" * 3000
+    assert extract_boxed(text) == "\\frac{2}{3}"
+    assert extract_boxed("\\boxed{" * 3000) is None

@@ -1,0 +1,1 @@
+"""Performance benchmarks (standalone scripts, not tests); results go to ``benchmarks/results``."""
