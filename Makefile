@@ -28,7 +28,7 @@ unit: install
 	$(BIN)/python -m pytest -q
 
 docs: install
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 test: lint typecheck unit docs
 

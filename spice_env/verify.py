@@ -172,28 +172,29 @@ def _clean_number(value: str) -> str:
 _NUMBER_HEAD = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(.*)$", re.DOTALL)
 
 
-def parse_integer(value: str) -> int | None:
-    """The integer written in ``value`` (``1,234``, ``1\\,234``, ``42.0``, ``17 cm``), else None."""
+def _leading_number(value: str) -> str | None:
+    """The number a value starts with, when only units (letters, %, spaces) follow it."""
     match = _NUMBER_HEAD.match(_clean_number(value))
     if not match:
         return None
     number, rest = match.groups()
     if rest and not re.fullmatch(r"[A-Za-z%\s.]*", rest):
         return None
-    if re.fullmatch(r"[+-]?\d+", number):
-        return int(number)
-    if re.fullmatch(r"[+-]?\d+\.0*", number):
-        return int(number.split(".")[0])
-    return None
+    return number
+
+
+def parse_integer(value: str) -> int | None:
+    """The integer written in ``value`` (``1,234``, ``1\\,234``, ``42.0``, ``17 cm``), else None."""
+    number = _leading_number(value)
+    if number is None or not re.fullmatch(r"[+-]?\d+(?:\.0*)?", number):
+        return None
+    return int(number.split(".")[0])
 
 
 def parse_float(value: str) -> float | None:
     """The decimal number written in ``value`` (units after it allowed), else None."""
-    match = _NUMBER_HEAD.match(_clean_number(value))
-    if not match:
-        return None
-    number, rest = match.groups()
-    if rest and not re.fullmatch(r"[A-Za-z%\s.]*", rest):
+    number = _leading_number(value)
+    if number is None:
         return None
     result = float(number)
     return result if math.isfinite(result) else None
