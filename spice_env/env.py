@@ -62,6 +62,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
         verifier: a shared :class:`~spice_env.verify.Verifier`; one is created (and closed with
             the env) when omitted.
         max_tokens: segment length used when loading ``corpus`` from a spec.
+        tokenizer: count segment tokens with this tokenizer (``encode``) instead of estimating.
         **settings: the fields of :class:`~spice_env.game.GameConfig` — ``group_size``,
             ``challenger_reward``, ``rho``, ``task_formats``, ``prompt_style``, ``grounding``,
             ``reasoner_format_weight``.
@@ -75,6 +76,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
         *,
         verifier: Verifier | None = None,
         max_tokens: int = DEFAULT_MAX_TOKENS,
+        tokenizer: Any | None = None,
         render_mode: str | None = None,
         **settings: Any,
     ) -> None:
@@ -82,7 +84,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode
-        self.corpus = load_corpus(corpus, max_tokens=max_tokens)
+        self.corpus = load_corpus(corpus, max_tokens=max_tokens, tokenizer=tokenizer)
         self._owns_verifier = verifier is None
         self.verifier = verifier or Verifier()
         self.game = SpiceGame(self.config, self.verifier)

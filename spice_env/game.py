@@ -35,7 +35,8 @@ Role = Literal["challenger", "reasoner", "waiting", "done"]
 class GameConfig(BaseModel):
     """The settings of SPICE episodes (also the keyword arguments of ``SpiceCorpus-v0``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
 
     group_size: int = Field(default=8, ge=1, description="G: Reasoner answers per valid question.")
     challenger_reward: str | ChallengerReward = Field(

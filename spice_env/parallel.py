@@ -7,6 +7,9 @@ episode and act every step; the agent whose turn it is not is ignored (send ``""
   the Challenger gets ``rho``, the Reasoner 0.
 * Step 2 takes ``actions["reasoner"]``: a tuple of G strings. The Challenger gets its reward and
   the Reasoner the mean of its G rewards; the per-answer rewards are in the reasoner's info.
+
+The Challenger's info carries the parsed ``task``; the Reasoner's info never does (it would hold
+the gold answer and the Challenger's quotes from the document).
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from spice_env.spaces import Prose
 from spice_env.verify import Verifier
 
 AGENTS = ("challenger", "reasoner")
+_HIDDEN_FROM_REASONER = ("task", "detail")
+
+
+def _infos(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per-agent infos: the Reasoner's never holds the task (its gold answer, quotes)."""
+    reasoner = {k: v for k, v in info.items() if k not in _HIDDEN_FROM_REASONER}
+    return {"challenger": dict(info), "reasoner": reasoner}
 
 
 class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
@@ -56,7 +66,7 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
         obs, info = self.env.reset(seed=seed, options=options)
         self.agents = list(AGENTS)
         waiting = observation("waiting", document_id=info["document_id"])
-        return {"challenger": obs, "reasoner": waiting}, {a: dict(info) for a in AGENTS}
+        return {"challenger": obs, "reasoner": waiting}, _infos(info)
 
     def step(self, actions: dict[str, Any]) -> tuple[
         dict[str, dict[str, Any]], dict[str, float], dict[str, bool], dict[str, bool],
@@ -72,7 +82,7 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
             waiting = observation("waiting", document_id=info["document_id"])
             return ({"challenger": waiting, "reasoner": obs}, dict.fromkeys(AGENTS, 0.0),
                     dict.fromkeys(AGENTS, False), dict.fromkeys(AGENTS, False),
-                    {a: dict(info) for a in AGENTS})
+                    _infos(info))
         answers = actions["reasoner"]
         obs, reward, _, _, info = self.env.step(list(answers))
         rewards = info["rewards"]["reasoner"]
@@ -84,7 +94,7 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
         return ({a: obs for a in AGENTS},
                 {"challenger": float(challenger_reward), "reasoner": float(reasoner_reward)},
                 dict.fromkeys(AGENTS, True), dict.fromkeys(AGENTS, False),
-                {a: dict(info) for a in AGENTS})
+                _infos(info))
 
     def render(self) -> str | None:
         """The wrapped env's text rendering."""

@@ -21,7 +21,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from spice_env.corpus import Corpus, CorpusSampler, CorpusSpec, Document, load_corpus
+from spice_env.corpus import (
+    DEFAULT_MAX_TOKENS,
+    Corpus,
+    CorpusSampler,
+    CorpusSpec,
+    Document,
+    load_corpus,
+)
 from spice_env.game import GameConfig, SpiceGame
 from spice_env.prompting import TaskFormat
 from spice_env.tasks import ParseResult, Task
@@ -171,6 +178,8 @@ class SpiceRunner:
         batch_size: B, documents per iteration.
         attempts: N, Challenger samples per document (at least G).
         seed: seeds the document stream and the sub-sampling.
+        max_tokens: segment length used when loading ``corpus`` from a spec.
+        tokenizer: count segment tokens with this tokenizer instead of estimating.
         rank: this process's rank; only its shard of the corpus is sampled.
         world_size: the number of ranks the corpus is sharded over.
         verifier: shared verifier; one is created when omitted.
@@ -178,7 +187,8 @@ class SpiceRunner:
     """
 
     def __init__(self, corpus: CorpusSpec | Corpus = "embedded", *, batch_size: int = 8,
-                 attempts: int = 8, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 attempts: int = 8, seed: int = 0, max_tokens: int = DEFAULT_MAX_TOKENS,
+                 tokenizer: Any | None = None, rank: int = 0, world_size: int = 1,
                  verifier: Verifier | None = None, **settings: Any) -> None:
         self.config = GameConfig(**settings)
         if batch_size < 1:
@@ -187,7 +197,8 @@ class SpiceRunner:
             raise ValueError(f"attempts (N={attempts}) must be >= group_size "
                              f"(G={self.config.group_size}) so that G attempts can be kept")
         self.batch_size, self.attempts = batch_size, attempts
-        self.corpus = load_corpus(corpus).shard(rank, world_size)
+        self.corpus = load_corpus(corpus, max_tokens=max_tokens, tokenizer=tokenizer).shard(
+            rank, world_size)
         self.sampler = CorpusSampler(self.corpus, seed=[seed, rank])
         self.rng = np.random.default_rng([seed, rank, 7])
         self._owns_verifier = verifier is None

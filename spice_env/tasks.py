@@ -30,10 +30,12 @@ LETTERS = ("A", "B", "C", "D")
 MAX_STRING_WORDS = 3
 MAX_QUESTION_CHARS = 4000
 MAX_ANSWER_CHARS = 300
+MAX_OUTPUT_CHARS = 65536
 
 Reason = Literal[
     "empty",
     "no_json",
+    "bad_json",
     "missing_field",
     "question_not_string",
     "wrong_kind",
@@ -123,30 +125,74 @@ def find_json_object(text: str, required: tuple[str, ...] = ()) -> dict[str, Any
     return candidates[0] if candidates else None
 
 
+# LaTeX commands whose first letter is also a JSON escape (\b \f \n \r \t \u): a model
+# writing "\frac" in a JSON string almost always means the command, not a form feed + "rac"
+_LATEX_WITH_ESCAPE_LETTER = frozenset([
+    "bar", "beta", "bf", "big", "bigg", "binom", "bmod", "boldsymbol", "bot", "boxed", "bullet",
+    "frac", "forall", "flat", "nabla", "ne", "neq", "neg", "ni", "not", "nu", "nolimits",
+    "nonumber", "notin", "nmid", "rangle", "rceil", "rfloor", "rho", "right", "rightarrow", "rm",
+    "tan", "tanh", "tau", "text", "textbf", "textit", "textrm", "theta", "tilde", "times", "to",
+    "top", "triangle", "underline", "union", "uparrow"
+])
+_ESCAPE = re.compile(r"\\(\\|u[0-9a-fA-F]{4}|[A-Za-z]+|.)", re.DOTALL)
+
+
+def repair_latex_escapes(text: str) -> str:
+    """Double the backslashes of LaTeX written unescaped inside JSON strings.
+
+    ``\frac``, ``\times``, ``\\sqrt`` or ``\\(`` in a JSON string are invalid escapes or decode to
+    control characters; they are turned into ``\\frac`` etc. Valid escapes (``\\``, ``\"``,
+    ``\n`` before a non-command, ``\u00e9``) are kept.
+    """
+    def fix(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if body in ("\\", '"', "/") or (len(body) == 5 and body[0] == "u" and _is_hex(body[1:])):
+            return match.group(0)
+        if body[0].isalpha() and body[0] in "bfnrtu" and body not in _LATEX_WITH_ESCAPE_LETTER:
+            return match.group(0)  # a real escape (\n, \t) followed by ordinary letters
+        return "\\" + match.group(0)
+
+    return _ESCAPE.sub(fix, text)
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+_MAX_DECODE_ATTEMPTS = 256
+
+
 def _objects_in(text: str) -> list[dict[str, Any]]:
     decoder = json.JSONDecoder()
     found: list[dict[str, Any]] = []
-    start = text.find("{")
-    while start != -1 and len(found) < _MAX_SCAN_OBJECTS:
+    repaired = repair_latex_escapes(text) if "\\" in text else text
+    start = repaired.find("{")
+    attempts = 0
+    while start != -1 and len(found) < _MAX_SCAN_OBJECTS and attempts < _MAX_DECODE_ATTEMPTS:
+        attempts += 1
         try:
-            obj, end = decoder.raw_decode(text, start)
+            obj, end = decoder.raw_decode(repaired, start)
         except (ValueError, RecursionError):  # JSONDecodeError, or an integer too long to convert
-            start = text.find("{", start + 1)
+            start = repaired.find("{", start + 1)
             continue
         if isinstance(obj, dict):
             found.append(obj)
-        start = text.find("{", end)
+        start = repaired.find("{", end)
     return found
 
 
 def _tag(text: str, name: str, implicit_open: bool = False) -> str | None:
-    match = re.search(rf"<{name}>(.*?)</{name}>", text, re.DOTALL | re.IGNORECASE)
-    if match:
-        return match.group(1)
+    lower = text.lower()
+    opening, closing = f"<{name}>", f"</{name}>"
+    start = lower.find(opening)
+    if start != -1:
+        end = lower.find(closing, start + len(opening))
+        if end != -1:
+            return text[start + len(opening) : end]
     if implicit_open:  # the opening tag was prefilled in the prompt and is not in the output
-        match = re.match(rf"(.*?)</{name}>", text, re.DOTALL | re.IGNORECASE)
-        if match:
-            return match.group(1)
+        end = lower.find(closing)
+        if end != -1 and (start == -1 or end < start):
+            return text[:end]
     return None
 
 
@@ -169,8 +215,8 @@ def _from_tags(text: str) -> dict[str, Any] | None:
 
 # --- options and field checks -----------------------------------------------------------------
 
-_EXTRA_OPTION = re.compile(r"(?:^|(?<=\s))\(?([E-H])[\)\.:]\s*", re.MULTILINE)
-_OPTION = re.compile(r"(?:^|(?<=\s))\(?([A-D])[\)\.:]\s*", re.MULTILINE)
+_EXTRA_OPTION = re.compile(r"(?:^|(?<=\s))\(?([E-He-h])[\)\.:]\s*", re.MULTILINE)
+_OPTION = re.compile(r"(?:^|(?<=\s))\(?([A-Da-d])[\)\.:]\s*", re.MULTILINE)
 
 
 def split_inline_options(text: str) -> tuple[str, dict[str, str]]:
@@ -194,23 +240,28 @@ def split_inline_options(text: str) -> tuple[str, dict[str, str]]:
     options = {}
     for j, m in enumerate(chosen):
         end = chosen[j + 1].start() if j + 1 < 4 else len(text)
-        options[m.group(1)] = text[m.end() : end].strip()
+        options[m.group(1).upper()] = text[m.end() : end].strip()
     return text[: chosen[0].start()].strip(), options
 
 
 def _abcd_runs(marks: list[re.Match[str]]) -> list[list[re.Match[str]]]:
     return [marks[i : i + 4] for i in range(len(marks) - 3)
-            if [m.group(1) for m in marks[i : i + 4]] == list(LETTERS)]
+            if [m.group(1).upper() for m in marks[i : i + 4]] == list(LETTERS)]
 
 
 def _marker_style(match: re.Match[str]) -> str:
-    return re.sub(r"[A-H]", "X", match.group(0).strip())
+    marker = match.group(0).strip()
+    return re.sub(r"[a-h]", "x", re.sub(r"[A-H]", "X", marker))
 
 
 def _options_from(value: Any) -> dict[str, str] | None:
     if isinstance(value, Mapping):
+        if not all(_scalar_text(v) for v in value.values()):
+            return None  # an option that is not text (null, a list, an object)
         return {str(k).strip().strip("()").upper(): str(v).strip() for k, v in value.items()}
     if isinstance(value, list):
+        if not all(_scalar_text(v) for v in value):
+            return None
         options: dict[str, str] = {}
         for index, item in enumerate(value):
             _stem, inline = split_inline_options(str(item))
@@ -230,7 +281,15 @@ def _options_from(value: Any) -> dict[str, str] | None:
 
 _DOC_REFERENCE = re.compile(
     r"\b(?:the|this|that|above|given|provided|following|attached|accompanying)\s+"
-    r"(?:document|passage|text|article|excerpt|paragraph|context|source\s+text)s?\b",
+    r"(?:document|passage|excerpt|paragraph|source\s+text|"
+    r"text(?!\s+(?:editor|message|box|file|field|book))|"
+    r"article(?!\s+of\b)|context(?!\s+of\b))s?\b"
+    r"|\baccording\s+to\s+the\s+(?:author|writer|study|report|passage|text|document|article)\b"
+    r"|\bbased\s+on\s+the\s+(?:information|data|details|facts)\s+"
+    r"(?:given|provided|above|presented|described)\b"
+    r"|\b(?:described|mentioned|stated|discussed|given)\s+(?:above|earlier|previously)\b"
+    r"|\bin\s+the\s+(?:study|experiment|story|paper|report|survey)\s+"
+    r"(?:described|mentioned|discussed)\b",
     re.IGNORECASE,
 )
 _INTEGER = re.compile(r"^[+-]?\d+$")
@@ -244,11 +303,14 @@ def refers_to_document(question: str) -> bool:
 
 
 def normalize_number_text(value: str) -> str:
-    """Drop thousands separators, LaTeX thin spaces, ``$`` and surrounding spaces from a number."""
+    """Drop thousands separators (``1,234``, ``1 234``, ``1\\,234``), ``$`` and outer spaces.
+
+    Only separators before a group of exactly three digits go: ``1 2`` stays two numbers.
+    """
     text = value.strip().strip("$").strip()
     text = re.sub(r"\\[,;:! ]|\{,\}|~", "", text)
-    text = re.sub(r"(?<=\d)[,\s'_](?=\d{3}\b)", "", text)
-    return text.replace(" ", "")
+    text = re.sub(r"(?<=\d)[,\s'_](?=\d{3}(?!\d))", "", text)
+    return re.sub(r"^([+-])\s+", r"\1", text)
 
 
 def _balanced(text: str) -> bool:
@@ -264,19 +326,31 @@ def _balanced(text: str) -> bool:
     return all(v == 0 for v in depth.values())
 
 
+_MATH_WORDS = frozenset([
+    "sin", "cos", "tan", "cot", "sec", "csc", "sinh", "cosh", "tanh", "arcsin", "arccos",
+    "arctan", "log", "exp", "sqrt", "max", "min", "gcd", "lcm", "mod", "det", "deg", "lim", "sgn",
+    "abs", "floor", "ceil", "erf", "inf", "sup"
+])
+
+
 def expression_is_wellformed(value: str) -> bool:
     """A cheap, safe syntactic check that ``value`` looks like one math expression.
 
     Non-empty, balanced brackets, at most :data:`MAX_ANSWER_CHARS` characters, at least one letter
-    or digit, and not prose (no run of four or more plain words). Nothing is evaluated.
+    or digit, no two operators in a row and no trailing operator, and no plain word of three or
+    more letters other than function names (``sin``, ``log``, ``gcd``, ...) outside ``\\text{}``.
+    It is a check of form, not a full parse; nothing is evaluated.
     """
     text = value.strip().strip("$").strip()
     if not text or len(text) > MAX_ANSWER_CHARS or not _balanced(text):
         return False
     if not re.search(r"[A-Za-z0-9]", text):
         return False
-    without_commands = re.sub(r"\\[A-Za-z]+(\{[^{}]*\})?", " ", text)
-    return not re.search(r"(?:\b[A-Za-z]{2,}\b[\s,]+){3}\b[A-Za-z]{2,}\b", without_commands)
+    if re.search(r"[+*/^=<>]\s*[*/^=<>]|[+\-*/^=]\s*$|^\s*[*/^=]", text.replace("**", "^")):
+        return False  # two operators in a row, or an expression ending in an operator
+    plain = re.sub(r"\\(?:text|mathrm|operatorname)\s*\{[^{}]*\}|\\[A-Za-z]+", " ", text)
+    words = re.findall(r"[A-Za-z]{3,}", plain)
+    return all(w.lower() in _MATH_WORDS for w in words)
 
 
 def check_answer_type(answer: str, answer_type: str) -> Reason | None:
@@ -323,6 +397,13 @@ def _scalar_text(value: Any) -> str | None:
     return None
 
 
+def _letter_of(text: str) -> str:
+    """The option letter a Challenger's answer names: ``B``, ``(B)``, ``B)``, ``B) 42``."""
+    stripped = text.strip()
+    match = re.match(r"^\(?([A-Da-d])(?:[\).:](?:\s.*)?)?$", stripped, re.DOTALL)
+    return match.group(1).upper() if match else stripped.upper()
+
+
 def _detect_kind(payload: Mapping[str, Any], requested: TaskKind | None) -> TaskKind:
     if requested is not None:
         return requested
@@ -332,10 +413,9 @@ def _detect_kind(payload: Mapping[str, Any], requested: TaskKind | None) -> Task
         return "mcq"
     question = payload.get("question")
     answer = _scalar_text(payload.get("answer"))
-    if isinstance(question, str) and answer is not None:
-        letter = answer.strip().strip("()").rstrip(").").upper()
-        if letter in LETTERS and len(split_inline_options(question)[1]) == 4:
-            return "mcq"
+    letter_answer = answer is not None and _letter_of(answer) in LETTERS
+    if isinstance(question, str) and letter_answer and len(split_inline_options(question)[1]) == 4:
+        return "mcq"
     return "free_form"
 
 
@@ -358,11 +438,15 @@ def parse_challenger_output(
     """
     if not isinstance(text, str) or not text.strip():
         return _reject("empty", "the output is empty")
+    if len(text) > MAX_OUTPUT_CHARS:
+        return _reject("too_long", f"the output has {len(text)} characters")
     raw = text
     objects = json_objects(text)
     payload = next((o for o in objects if _has_task_fields(o)), None)
     if payload is None:
         payload = _from_tags(text) or (objects[0] if objects else None)
+    if payload is None and "{" in text:
+        return _reject("bad_json", "a '{' is present but no JSON object could be decoded")
     if payload is None:
         return _reject("no_json", "no JSON object and no <question>/<answer> tags found")
     detected = _detect_kind(payload, None)
@@ -417,9 +501,11 @@ def _parse_mcq(payload: Mapping[str, Any]) -> Task | ParseResult:
     letter_text = _scalar_text(letter_value)
     if letter_text is None:
         return _reject("answer_not_scalar", "the correct letter is not a scalar")
-    letter = letter_text.strip().strip("()").rstrip(").:").strip().upper()
+    letter = _letter_of(letter_text)
     if sorted(options) != list(LETTERS) or any(not v for v in options.values()):
         return _reject("not_four_options", f"found options {sorted(options)}, need A, B, C, D")
+    if any(refers_to_document(v) for v in options.values()):
+        return _reject("refers_to_document", "an option mentions a source text")
     if len({v.strip().lower() for v in options.values()}) < 4:
         return _reject("duplicate_options", "two options have the same text")
     if letter not in LETTERS:

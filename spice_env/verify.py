@@ -144,7 +144,7 @@ def extract_boxed(text: str, *, fallback: bool = False) -> str | None:
 
 _TEXT_WRAPPERS = re.compile(
     r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
-_ARTICLES = re.compile(r"\b(?:a|an|the)\b")
+_ARTICLES = re.compile(r"^(?:a|an|the)\s+")
 
 
 def strip_text_commands(value: str) -> str:
@@ -156,17 +156,37 @@ def strip_text_commands(value: str) -> str:
 
 
 def normalize_string(value: str) -> str:
-    """Lower-case, unwrap LaTeX text commands, drop punctuation, articles and extra spaces."""
+    """Lower-case, unwrap LaTeX text commands, drop punctuation (not ``+`` or ``#``), a leading
+    article and extra spaces."""
     text = strip_text_commands(value).replace("$", "").lower()
-    text = re.sub(r"[^\w\s]", " ", text)
-    text = _ARTICLES.sub(" ", text)
+    text = re.sub(r"[^\w\s+#]", " ", text)
+    text = _ARTICLES.sub("", text.strip())
     return " ".join(text.split())
 
 
 def _clean_number(value: str) -> str:
     text = strip_text_commands(value).replace("−", "-").replace("\\$", "").replace("\\%", "%")
-    text = re.sub(r"\^\s*\{?\\circ\}?", "", text)
+    text = re.sub(r"\^\s*\{?\\circ\}?", "", text).strip()
+    while text.startswith("{") and _braced(text, 0) == text[1:-1]:
+        text = text[1:-1].strip()  # {{8}} -> 8
+    text = re.sub(r"^[A-Za-z]\w{0,2}\s*=\s*", "", text)  # x = 5 -> 5
     return normalize_number_text(text)
+
+
+# what may follow a number: units ("cm", "km per hour", " m^2", "%"), never a scale or a hedge;
+# a one-letter unit needs a space before it ("2.5 m"), so "2x" is not the number 2
+_UNITS = re.compile(r"(?:\s*%|\s+[A-Za-z](?:\^\{?[23]\}?)?"
+                    r"|\s*(?:[A-Za-z]{2,}(?:\^\{?[23]\}?)?\s*)+)?\s*\.?")
+_NOT_UNITS = frozenset([
+    "million", "millions", "billion", "billions", "thousand", "thousands", "hundred", "hundreds",
+    "trillion", "trillions", "dozen", "dozens", "half", "or", "and", "to", "plus", "minus",
+    "times", "more", "less", "than", "over", "squared", "cubed"
+])
+
+
+def _only_units(rest: str) -> bool:
+    return bool(_UNITS.fullmatch(rest)) and not any(
+        w.lower() in _NOT_UNITS for w in re.findall(r"[A-Za-z]+", rest))
 
 
 _NUMBER_HEAD = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(.*)$", re.DOTALL)
@@ -178,9 +198,7 @@ def _leading_number(value: str) -> str | None:
     if not match:
         return None
     number, rest = match.groups()
-    if rest and not re.fullmatch(r"[A-Za-z%\s.]*", rest):
-        return None
-    return number
+    return number if not rest or _only_units(rest) else None
 
 
 def parse_integer(value: str) -> int | None:
@@ -261,8 +279,8 @@ class MathVerifyPool:
     Workers are separate Python processes running ``_verify_worker.py`` (JSON lines over pipes;
     the caller's main module is never re-imported, so no ``__main__`` guard is needed).
 
-    * Math-Verify's own limit (half of ``timeout_s``, whole seconds, at least 1) stops most slow
-      inputs inside the worker, which reports ``timeout`` and lives on.
+    * Math-Verify's own limit (a third of ``timeout_s`` per parse / verify step, whole seconds,
+      at least 1) stops most slow inputs inside the worker, which reports ``timeout`` and lives on.
     * A call still running at ``timeout_s`` has its worker killed and replaced: ``timeout``.
     * A worker that dies during a call is replaced and the call is tried once more on another
       worker; a second death makes it ``error``.
@@ -284,9 +302,9 @@ class MathVerifyPool:
         self._retried: set[int] = set()  # jobs of the current run already retried once
 
     def _spawn(self) -> _Worker:
-        # Math-Verify's own limit (whole seconds) ends most slow inputs inside the worker, which
-        # then lives on; the hard kill at timeout_s is the backstop for inputs that ignore it
-        inner = str(max(1, math.floor(self.timeout_s / 2)))
+        # Math-Verify's own limit (whole seconds, per parse / verify step) ends most slow inputs
+        # inside the worker, which lives on; the hard kill at timeout_s is the backstop
+        inner = str(max(1, math.floor(self.timeout_s / 3)))
         process = subprocess.Popen(
             [sys.executable, _verify_worker.__file__, inner],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -415,7 +433,7 @@ class MathVerifyPool:
 class VerifierConfig(BaseModel):
     """Settings of a :class:`Verifier`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     workers: int = Field(default=2, ge=1, description="Math-Verify worker processes.")
     timeout_s: float = Field(

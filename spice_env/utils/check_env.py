@@ -91,6 +91,24 @@ def check_invalid_question(env: gym.Env[Any, Any], text: str = "not a question")
     _require(env.observation_space.contains(obs), "the final observation is not in the space")
 
 
+def check_garbage_questions(env: gym.Env[Any, Any], garbage: ChallengerLike,
+                            episodes: int = 24) -> None:
+    """Malformed Challenger output of every kind ends its episode with rho, never an exception."""
+    rho = env.unwrapped.config.rho  # type: ignore[attr-defined]
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=100 + episode)
+        text = garbage.act(obs)
+        try:
+            obs, reward, terminated, _, info = env.step(text)
+        except Exception as exc:
+            raise EnvCheckError(f"step({text[:60]!r}) raised {type(exc).__name__}: {exc}; bad "
+                                "model output must be an invalid question, not an error") from exc
+        _require(terminated and reward == rho and info.get("invalid_reason") in REASONS,
+                 f"malformed output {text[:60]!r} must end the episode with rho and a reason "
+                 f"code; got terminated={terminated}, reward={reward}, "
+                 f"reason={info.get('invalid_reason')!r}")
+
+
 def check_step_after_end(env: gym.Env[Any, Any]) -> None:
     """Stepping an ended episode is refused with an error, not silently played."""
     env.reset(seed=2)
@@ -159,13 +177,15 @@ def check_gymnasium_api(env: gym.Env[Any, Any]) -> None:
 
 
 def check_env(env: gym.Env[Any, Any] | str, challenger: ChallengerLike | None = None,
-              reasoner: ReasonerLike | None = None, **make_kwargs: Any) -> list[str]:
+              reasoner: ReasonerLike | None = None, garbage: ChallengerLike | None = None,
+              **make_kwargs: Any) -> list[str]:
     """Run every applicable check; return the names of those that passed.
 
     Args:
         env: an environment, or a registered id to ``gym.make`` with ``make_kwargs``.
         challenger: writes valid tasks (needed for the valid-episode checks).
         reasoner: answers questions (needed with ``challenger``).
+        garbage: writes malformed output (e.g. ``agents.scripted.GarbageChallenger``).
 
     Raises:
         EnvCheckError: listing each failed check and how to fix it.
@@ -179,6 +199,9 @@ def check_env(env: gym.Env[Any, Any] | str, challenger: ChallengerLike | None = 
         ("check_step_after_end", lambda: check_step_after_end(instance)),
         ("check_gymnasium_api", lambda: check_gymnasium_api(instance)),
     ]
+    if garbage is not None:
+        checks.append(("check_garbage_questions", lambda: check_garbage_questions(instance,
+                                                                                  garbage)))
     if challenger is not None and reasoner is not None:
         checks += [
             ("check_valid_episode", lambda: check_valid_episode(instance, challenger, reasoner)),

@@ -6,7 +6,7 @@ import gymnasium as gym
 import pytest
 
 import spice_env  # noqa: F401  (registers the envs)
-from agents.scripted import NoisyReasoner, OracleChallenger
+from agents.scripted import GarbageChallenger, NoisyReasoner, OracleChallenger
 from spice_env.env import SpiceCorpusEnv
 from spice_env.utils import EnvCheckError, check_env
 
@@ -25,9 +25,9 @@ def test_some_env_is_registered() -> None:
     {"grounding": False, "task_formats": "free_form"},
 ])
 def test_registered_envs_pass(env_id: str, settings: dict[str, object]) -> None:
-    passed = check_env(env_id, OracleChallenger(0), NoisyReasoner(0.5, 0),
+    passed = check_env(env_id, OracleChallenger(0), NoisyReasoner(0.5, 0), GarbageChallenger(0),
                        corpus="embedded:math", group_size=4, **settings)
-    assert "check_valid_episode" in passed and "check_gymnasium_api" in passed
+    assert {"check_valid_episode", "check_gymnasium_api", "check_garbage_questions"} <= set(passed)
 
 
 def test_without_agents_only_agent_free_checks_run() -> None:

@@ -255,9 +255,11 @@ def test_empty_and_whitespace_documents_are_dropped_and_counted() -> None:
 
 def test_approx_token_count() -> None:
     assert approx_token_count("") == 0
-    assert approx_token_count("one two three") == 3
-    assert approx_token_count("Hello, world!") == 4
-    assert approx_token_count("a" * 13) == 3  # long words count as several pieces
+    assert approx_token_count("one two three") == 4  # one token per four letters of a word
+    assert approx_token_count("Hello, world!") == 6
+    assert approx_token_count("a" * 13) == 4  # long words count as several pieces
+    assert approx_token_count("3141592653") == 10  # every digit is a token
+    assert approx_token_count("日本語の文章") == 6  # so is every CJK character
     text = long_text(300)
     assert approx_token_count(text) >= len(text.split())
 
@@ -660,3 +662,9 @@ def test_every_rank_refuses_a_too_small_shard() -> None:
     for rank in range(4):
         with pytest.raises(CorpusError, match="too few"):
             corpus.shard(rank, 4)
+
+
+def test_an_empty_spec_is_an_error() -> None:
+    for spec in ("", "   "):
+        with pytest.raises(CorpusError, match="spec is empty"):
+            load_corpus(spec)

@@ -170,3 +170,23 @@ def test_both_formats_are_drawn(verifier: Verifier) -> None:
     env = make(verifier, task_formats="both")
     formats = {env.reset(seed=s)[0]["task_format"] for s in range(20)}
     assert formats == {"mcq", "free_form"}
+
+
+def test_non_finite_settings_are_refused(verifier: Verifier) -> None:
+    with pytest.raises(ValueError, match="rho"):
+        make(verifier, rho=float("nan"))
+    with pytest.raises(ValueError, match="reasoner_format_weight"):
+        make(verifier, reasoner_format_weight=float("inf"))
+
+
+def test_a_tokenizer_sets_the_segment_length(verifier: Verifier) -> None:
+    class Characters:
+        """A tokenizer with one token per character."""
+
+        def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+            return [ord(c) for c in text]
+
+    corpus = ["word " * 100]
+    env = make(verifier, corpus=corpus, max_tokens=120, tokenizer=Characters())
+    assert all(len(d.text) <= 120 for d in env.unwrapped.corpus)  # type: ignore[attr-defined]
+    assert len(env.unwrapped.corpus) > 1  # type: ignore[attr-defined]

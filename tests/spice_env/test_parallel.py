@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pettingzoo.test import parallel_api_test
 
-from agents.scripted import NoisyReasoner, OracleChallenger
+from agents.scripted import AnswerKey, NoisyReasoner, OracleChallenger
 from spice_env.parallel import SpiceParallelEnv
 
 
@@ -16,7 +16,8 @@ def test_parallel_api_test_passes() -> None:
 
 def test_valid_episode_rewards_both_agents() -> None:
     env = SpiceParallelEnv(corpus="embedded:math", group_size=4, prompt_style="compact")
-    challenger, reasoner = OracleChallenger(0), NoisyReasoner(1.0, 0)
+    key = AnswerKey()
+    challenger, reasoner = OracleChallenger(0, key), NoisyReasoner(1.0, 0, key)
     obs, infos = env.reset(seed=0)
     assert env.agents == ["challenger", "reasoner"]
     assert obs["reasoner"]["role"] == "waiting" and obs["reasoner"]["prompt"] == ""
@@ -24,6 +25,10 @@ def test_valid_episode_rewards_both_agents() -> None:
         {"challenger": challenger.act(obs["challenger"]), "reasoner": ""})
     assert rewards == {"challenger": 0.0, "reasoner": 0.0} and not any(terms.values())
     assert obs["reasoner"]["role"] == "reasoner" and obs["reasoner"]["document"] == ""
+    task = infos["challenger"]["task"]
+    assert "task" not in infos["reasoner"]  # the gold answer and quotes stay with the Challenger
+    assert set(infos["reasoner"]) == {"document_id", "invalid_reason"}
+    assert task.answer
     answers = reasoner.act(obs["reasoner"], infos["reasoner"], n=4)
     obs, rewards, terms, _truncs, infos = env.step({"challenger": "", "reasoner": tuple(answers)})
     assert all(terms.values()) and env.agents == []

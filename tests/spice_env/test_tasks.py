@@ -291,7 +291,7 @@ REASON_CASES: list[tuple[str, Any, dict[str, Any], str]] = [
     ("empty-string", "", {}, "empty"),
     ("empty-whitespace", "  \n\t ", {}, "empty"),
     ("no-json-prose", "I could not think of a question.", {}, "no_json"),
-    ("no-json-broken", '{"question": "What?", "answer": ', {}, "no_json"),
+    ("bad-json-broken", '{"question": "What?", "answer": ', {}, "bad_json"),
     ("no-json-array", '["question", "answer"]', {}, "no_json"),
     ("missing-everything", '{"foo": 1}', {}, "missing_field"),
     ("missing-question", '{"answer": "4"}', {}, "missing_field"),
@@ -449,7 +449,7 @@ def test_check_answer_type(answer: str, answer_type: str, problem: str | None) -
 
 
 def test_expression_check_evaluates_nothing() -> None:
-    assert expression_is_wellformed("__import__('os')")  # only a syntactic check
+    assert not expression_is_wellformed("__import__('os')")  # prose words: rejected unread
     assert not expression_is_wellformed("x" * 400)
     assert not expression_is_wellformed("")
 
@@ -592,3 +592,57 @@ def test_fuzz_structured_fragments(raw: str, kind: Any, answer_type: Any) -> Non
 @given(json_text, kinds, answer_types)
 def test_fuzz_json_payloads(raw: str, kind: Any, answer_type: Any) -> None:
     _check_result(parse_challenger_output(raw, kind=kind, answer_type=answer_type))
+
+
+def test_unescaped_latex_in_json_is_repaired() -> None:
+    raw = ('{"question": "Compute \\frac{3}{4} \\times 8 and \\sqrt{16}.", '
+           '"answer": "\\frac{9}{2}", "answer_type": "expression"}')
+    task = valid(parse_challenger_output(raw))
+    assert task.answer == "\\frac{9}{2}"
+    assert "\\times" in task.question and "\\sqrt{16}" in task.question
+    # properly escaped JSON and real escapes are untouched
+    proper = json.dumps({"question": "Line one\nA \\beta question", "answer": "\\nu",
+                         "answer_type": "expression"})
+    task = valid(parse_challenger_output(proper))
+    assert task.question == "Line one\nA \\beta question" and task.answer == "\\nu"
+
+
+@pytest.mark.parametrize(("question", "refers"), [
+    ("In the context of thermodynamics, how many laws are there?", False),
+    ("Which key quits the text editor Vim?", False),
+    ("How many amendments does this article of the constitution allow?", False),
+    ("According to the author, how many?", True),
+    ("Based on the information given, how many?", True),
+    ("In the study described, how many patients?", True),
+    ("What value was mentioned above?", True),
+])
+def test_document_references(question: str, refers: bool) -> None:
+    result = parse_challenger_output(ff_json(question=question, answer="3",
+                                             answer_type="integer"))
+    assert (result.reason == "refers_to_document") is refers, result
+
+
+@pytest.mark.parametrize(("expr", "ok"), [
+    ("x plus y", False), ("x +* / y ==", False), ("a-", False), ("x^2+1", True),
+    ("\\frac{a}{b}", True), ("\\sin(x) + \\log y", True), ("2\\pi r", True), ("x**2", True),
+    ("5\\text{ meters}", True),
+])
+def test_expression_form(expr: str, ok: bool) -> None:
+    assert expression_is_wellformed(expr) is ok
+
+
+def test_options_must_be_text() -> None:
+    raw = json.dumps({"question": "Q?", "options": {"A": None, "B": "2", "C": [1], "D": {}},
+                      "multiple_choice_correct": "B"})
+    assert parse_challenger_output(raw).reason == "not_four_options"
+
+
+def test_letter_forms_and_lower_case_options() -> None:
+    raw = json.dumps({"multiple_choice_question": "Q? a) one b) two c) three d) four",
+                      "multiple_choice_correct": "B) two"})
+    assert valid(parse_challenger_output(raw)).answer == "B"
+
+
+def test_huge_outputs_are_rejected_quickly() -> None:
+    assert parse_challenger_output("<question>" * 20000).reason == "too_long"
+    assert parse_challenger_output("{" * 60000).reason == "bad_json"
