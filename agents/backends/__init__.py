@@ -1,0 +1,1 @@
+"""Generation backends behind one interface (:class:`agents.base.Backend`)."""

@@ -1,0 +1,152 @@
+"""The transformers backend: batched, left-padded decoding with a KV cache.
+
+Prompts of a batch are left-padded to one length and prefilled together; then one token per
+step is sampled for every unfinished row, reusing the KV cache. Rows that finish are dropped from
+the batch (and from the cache), so long and short completions do not pay for each other. The
+log-probability of each sampled token is taken from the raw logits (before temperature and
+top-p), in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from agents.base import Generation, SamplingConfig
+
+
+class HFBackend:
+    """Generation with a transformers causal LM (shared with the trainer: same module).
+
+    Args:
+        model: a causal LM (``AutoModelForCausalLM``), already on its device and dtype.
+        tokenizer: its tokenizer.
+        max_batch_size: rows decoded at once (prompts × samples are split into chunks).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 64) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.stop_ids = _stop_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, n: int
+                 ) -> list[list[Generation]]:
+        """``n`` samples for each prompt; rows are ordered prompt by prompt."""
+        rows = [list(p) for p in prompts for _ in range(n)]
+        generator = torch.Generator(device="cpu")
+        if sampling.seed is not None:
+            generator.manual_seed(sampling.seed)
+        else:
+            generator.seed()
+        flat: list[Generation] = []
+        # group rows of similar length so that left padding wastes little
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        results: dict[int, Generation] = {}
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start : start + self.max_batch_size]
+            for index, generation in zip(chunk, self._decode([rows[i] for i in chunk], sampling,
+                                                              generator), strict=True):
+                results[index] = generation
+        flat = [results[i] for i in range(len(rows))]
+        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    @torch.inference_mode()
+    def _decode(self, prompts: list[list[int]], sampling: SamplingConfig,
+                generator: torch.Generator) -> list[Generation]:
+        device = self.device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            mask[row, width - len(prompt):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        alive = list(range(len(prompts)))  # original row of each live batch row
+        tokens: list[list[int]] = [[] for _ in prompts]
+        logprobs: list[list[float]] = [[] for _ in prompts]
+        stopped = [False] * len(prompts)
+        stop = torch.tensor(sorted(self.stop_ids), device=device)
+        for _ in range(sampling.max_new_tokens):
+            chosen = _sample(logits, sampling, generator)
+            raw = torch.log_softmax(logits.float(), dim=-1).gather(1, chosen[:, None])[:, 0]
+            done = torch.isin(chosen, stop)
+            for b, row in enumerate(alive):
+                tokens[row].append(int(chosen[b]))
+                logprobs[row].append(float(raw[b]))
+                stopped[row] = bool(done[b])
+            keep = (~done).nonzero()[:, 0]
+            if len(keep) == 0:
+                break
+            if len(keep) < len(alive):  # drop finished rows from the batch and the cache
+                cache.batch_select_indices(keep)
+                mask, positions, chosen = mask[keep], positions[keep], chosen[keep]
+                alive = [alive[int(k)] for k in keep]
+            mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+            positions = positions[:, -1:] + 1
+            out = self.model(input_ids=chosen[:, None], attention_mask=mask,
+                             position_ids=positions, past_key_values=cache, use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+        return [self._generation(p, t, lp, s)
+                for p, t, lp, s in zip(prompts, tokens, logprobs, stopped, strict=True)]
+
+    def _generation(self, prompt: list[int], tokens: list[int], logprobs: list[float],
+                    stopped: bool) -> Generation:
+        visible = tokens[:-1] if stopped else tokens
+        text = self.tokenizer.decode(visible, skip_special_tokens=True)
+        return Generation(text=text, prompt_ids=tuple(prompt), completion_ids=tuple(tokens),
+                          logprobs=tuple(logprobs), finish_reason="stop" if stopped else "length")
+
+    def update_weights(self, named_tensors: Any) -> None:
+        """Nothing to do when the trainer updates this same module; otherwise copy tensors in."""
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in (named_tensors.items() if hasattr(named_tensors, "items")
+                                 else named_tensors):
+                target = params.get(name)
+                if target is None:
+                    raise KeyError(f"the model has no parameter named {name!r}")
+                if target.data_ptr() != tensor.data_ptr():
+                    target.copy_(tensor.to(target.device, target.dtype))
+
+    def close(self) -> None:
+        """Nothing to release: the module belongs to the caller."""
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    if not ids:
+        raise ValueError("the model and tokenizer define no end-of-sequence token")
+    return ids
+
+
+def _sample(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator
+            ) -> torch.Tensor:
+    if sampling.temperature == 0:
+        return logits.argmax(dim=-1)
+    scaled = logits.float() / sampling.temperature
+    probs = torch.softmax(scaled, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
+        cumulative = sorted_probs.cumsum(dim=-1)
+        sorted_probs[(cumulative - sorted_probs) > sampling.top_p] = 0.0
+        probs = torch.zeros_like(probs).scatter(1, sorted_idx, sorted_probs)
+    picked = torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0]
+    return picked.to(logits.device)

@@ -1,0 +1,116 @@
+"""The shared-weight self-play agent: one policy, two roles.
+
+:class:`SelfPlayAgent` turns SPICE observations into token ids (the tokenizer's chat template for
+instruct models, the plain "User: … Assistant:" template otherwise, plus the assistant prefix the
+prompt style asks for), samples with the role's settings, and returns
+:class:`~agents.base.Generation` objects carrying token ids, log-probabilities and finish reasons.
+It plugs into ``gym.make("SpiceCorpus-v0")`` through :meth:`act` and into
+:class:`spice_env.runner.SpiceRunner` through :meth:`generate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from agents.base import Backend, Generation, Observation, Role, SamplingConfig
+
+Template = Literal["auto", "chat", "plain"]
+
+DEFAULT_CHALLENGER = SamplingConfig(temperature=1.0, max_new_tokens=512, n=1)
+DEFAULT_REASONER = SamplingConfig(temperature=1.0, max_new_tokens=256, n=8)
+
+
+def encode_observation(tokenizer: Any, observation: Observation, template: Template = "auto"
+                       ) -> list[int]:
+    """The prompt token ids of an observation.
+
+    ``chat`` applies the tokenizer's chat template to ``observation["messages"]`` and appends
+    ``assistant_prefix``; ``plain`` encodes ``observation["prompt"]`` (the base-model template);
+    ``auto`` picks ``chat`` when the tokenizer has a chat template.
+    """
+    use_chat = template == "chat" or (template == "auto" and getattr(tokenizer, "chat_template",
+                                                                     None))
+    if use_chat:
+        messages = [dict(m) for m in observation["messages"]]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text += observation.get("assistant_prefix", "")
+    else:
+        text = observation["prompt"]
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _role(observation: Observation) -> Role:
+    role = observation.get("role")
+    if role not in ("challenger", "reasoner"):
+        raise ValueError(f"an agent acts on challenger or reasoner observations, got role {role!r}")
+    return "challenger" if role == "challenger" else "reasoner"
+
+
+class SelfPlayAgent:
+    """One policy playing both SPICE roles with role-specific sampling.
+
+    Args:
+        backend: ``"hf"`` (transformers) or a ready :class:`~agents.base.Backend` instance.
+        model: a shipped short name, a transformers folder or a hub id (for ``"hf"``).
+        challenger: sampling of the Challenger (default: T=1.0, 512 new tokens, 1 sample).
+        reasoner: sampling of the Reasoner (default: T=1.0, 256 new tokens, 8 samples = G).
+        template: how prompts are rendered (see :func:`encode_observation`).
+        dtype, device, trust_remote_code: passed to :func:`agents.models.load_model`.
+    """
+
+    def __init__(self, backend: Literal["hf"] | Backend = "hf",
+                 model: str = "qwen2.5-coder-0.5b-instruct", *,
+                 challenger: SamplingConfig | None = None, reasoner: SamplingConfig | None = None,
+                 template: Template = "auto", dtype: Any = None, device: str = "cpu",
+                 trust_remote_code: bool = False) -> None:
+        self.sampling: dict[Role, SamplingConfig] = {
+            "challenger": challenger or DEFAULT_CHALLENGER,
+            "reasoner": reasoner or DEFAULT_REASONER,
+        }
+        self.template: Template = template
+        if isinstance(backend, str):
+            self.backend = _make_backend(backend, model, dtype=dtype, device=device,
+                                         trust_remote_code=trust_remote_code)
+        else:
+            self.backend = backend
+        self.tokenizer = self.backend.tokenizer
+
+    def encode(self, observation: Observation) -> list[int]:
+        """The prompt token ids of ``observation``."""
+        return encode_observation(self.tokenizer, observation, self.template)
+
+    def generate(self, observations: Sequence[Observation], n: int | None = None
+                 ) -> list[list[Generation]]:
+        """``n`` samples per observation (default: the role's ``n``); all of one role."""
+        if not observations:
+            return []
+        roles = {_role(o) for o in observations}
+        if len(roles) != 1:
+            raise ValueError("generate() takes observations of one role at a time")
+        sampling = self.sampling[roles.pop()]
+        prompts = [self.encode(o) for o in observations]
+        return self.backend.generate(prompts, sampling, n or sampling.n)
+
+    def act(self, observation: Observation, info: Mapping[str, Any] | None = None
+            ) -> str | list[str]:
+        """One text for a challenger observation; the role's ``n`` texts for a reasoner one."""
+        role = _role(observation)
+        samples = self.generate([observation])[0]
+        if role == "challenger":
+            return samples[0].text
+        return [s.text for s in samples]
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+
+def _make_backend(name: str, model: str, **options: Any) -> Backend:
+    if name == "hf":
+        from agents.backends.hf import HFBackend
+        from agents.models import load_model
+
+        loaded = load_model(model, **options)
+        return HFBackend(loaded.model, loaded.tokenizer)
+    raise ValueError(f"unknown backend {name!r}; valid: hf (or pass a Backend instance)")

@@ -1,0 +1,107 @@
+"""The transformers backend against transformers' own generate and forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.backends.hf import HFBackend
+from agents.base import SamplingConfig
+from agents.tiny import tiny_model
+
+
+@pytest.fixture(scope="module")
+def backend() -> HFBackend:
+    model, tokenizer = tiny_model(seed=1)
+    return HFBackend(model, tokenizer, max_batch_size=3)
+
+
+def prompts(backend: HFBackend) -> list[list[int]]:
+    texts = ["What is 12 + 30?", "The quick brown fox", "A) 80 B) 90 C) 100 D) 120 answer:",
+             "digits 0123456789 and more digits 9876543210 and a long tail of words here"]
+    return [backend.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+
+
+def test_greedy_matches_transformers_generate(backend: HFBackend) -> None:
+    outs = backend.generate(prompts(backend), SamplingConfig(temperature=0, max_new_tokens=20), 1)
+    for prompt, (generation,) in zip(prompts(backend), outs, strict=True):
+        reference = backend.model.generate(torch.tensor([prompt]), max_new_tokens=20,
+                                           do_sample=False)[0, len(prompt):].tolist()
+        assert list(generation.completion_ids) == reference[: len(generation.completion_ids)]
+        assert generation.prompt_ids == tuple(prompt)
+        assert len(generation.logprobs) == len(generation.completion_ids)
+        expected = "stop" if generation.completion_ids[-1] in backend.stop_ids else "length"
+        assert generation.finish_reason == expected
+
+
+def test_logprobs_match_a_forward_pass(backend: HFBackend) -> None:
+    outs = backend.generate(prompts(backend), SamplingConfig(temperature=1.0, top_p=0.9,
+                                                             max_new_tokens=12, seed=3), 2)
+    for group in outs:
+        for g in group:
+            ids = torch.tensor([list(g.prompt_ids) + list(g.completion_ids)])
+            with torch.no_grad():
+                logits = backend.model(ids).logits.float()
+            start = len(g.prompt_ids) - 1
+            expected = torch.log_softmax(logits, -1)[0, start:-1].gather(
+                1, torch.tensor(g.completion_ids)[:, None])[:, 0]
+            assert torch.allclose(expected, torch.tensor(g.logprobs), atol=1e-4)
+
+
+def test_seeded_sampling_is_reproducible_and_n_varies(backend: HFBackend) -> None:
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=10, seed=7)
+    first = backend.generate(prompts(backend)[:2], sampling, 4)
+    again = backend.generate(prompts(backend)[:2], sampling, 4)
+    assert [[g.completion_ids for g in grp] for grp in first] == \
+        [[g.completion_ids for g in grp] for grp in again]
+    assert len({g.completion_ids for g in first[0]}) > 1  # samples of one prompt differ
+    assert [len(grp) for grp in first] == [4, 4]
+
+
+def test_stop_token_ends_a_row_and_is_not_in_the_text(backend: HFBackend) -> None:
+    stop = sorted(backend.stop_ids)[0]
+    with torch.no_grad():  # force the stop token after two steps by biasing the output layer
+        bias = torch.zeros(backend.model.config.vocab_size)
+        bias[stop] = 1e4
+        original = backend.model.lm_head.forward
+        calls = {"n": 0}
+
+        def biased(hidden: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            logits = original(hidden)
+            return logits + bias if calls["n"] > 2 else logits
+
+        backend.model.lm_head.forward = biased  # type: ignore[method-assign]
+        try:
+            (g,), = backend.generate(prompts(backend)[:1], SamplingConfig(temperature=0,
+                                                                          max_new_tokens=10), 1)
+        finally:
+            backend.model.lm_head.forward = original  # type: ignore[method-assign]
+    assert g.finish_reason == "stop" and g.completion_ids[-1] == stop
+    assert len(g.completion_ids) == 3
+    assert g.text == backend.tokenizer.decode(list(g.completion_ids[:-1]), skip_special_tokens=True)
+
+
+def test_update_weights_changes_outputs(backend: HFBackend) -> None:
+    model, tokenizer = tiny_model(seed=1)
+    other = HFBackend(model, tokenizer)
+    sampling = SamplingConfig(temperature=0, max_new_tokens=8)
+    before = other.generate(prompts(other)[:1], sampling, 1)[0][0]
+    donor, _ = tiny_model(seed=2)
+    other.update_weights(dict(donor.named_parameters()))
+    after = other.generate(prompts(other)[:1], sampling, 1)[0][0]
+    reference = HFBackend(donor, tokenizer).generate(prompts(other)[:1], sampling, 1)[0][0]
+    assert after.completion_ids == reference.completion_ids
+    assert after.logprobs == pytest.approx(reference.logprobs, abs=1e-5)
+    assert after.logprobs != pytest.approx(before.logprobs, abs=1e-3)
+    with pytest.raises(KeyError, match="no parameter"):
+        other.update_weights({"nope": torch.zeros(1)})
+
+
+def test_sampling_config_validation() -> None:
+    with pytest.raises(ValueError):
+        SamplingConfig(top_p=0)
+    with pytest.raises(ValueError):
+        SamplingConfig(temperature=float("nan"))
+    with pytest.raises(ValueError):
+        SamplingConfig(max_new_tokens=0)
