@@ -4,8 +4,8 @@ Templates are plain text files with ``{{name}}`` placeholders; two styles exist:
 
 * ``paper`` — the structure of the SPICE paper: an 8-step Challenger instruction answered in JSON,
   and the Reasoner's "reason step by step … \\boxed{}" suffix;
-* ``compact`` — for small models: a short instruction, one worked example, the tag format, and the
-  assistant turn prefilled with ``<question>``.
+* ``compact`` — for small models: a short instruction, a worked example given as its own
+  user/assistant exchange, the tag format, and the assistant turn prefilled with ``<question>``.
 
 Prompts are rendered as chat messages (a list of ``{"role", "content"}``) plus an assistant prefix;
 :func:`plain_text` gives the template for base models ("User: … Assistant:"). Agents apply their
@@ -45,6 +45,11 @@ def template(name: str) -> str:
     return resources.files("spice_env").joinpath(f"prompts/{name}.txt").read_text("utf-8").strip()
 
 
+def has_template(name: str) -> bool:
+    """Whether ``prompts/<name>.txt`` exists."""
+    return resources.files("spice_env").joinpath(f"prompts/{name}.txt").is_file()
+
+
 def fill(text: str, **values: str) -> str:
     """Replace ``{{key}}`` placeholders; values are inserted verbatim (never re-expanded)."""
     pieces = text.split("{{")
@@ -73,9 +78,18 @@ def challenger_prompt(document: str | None, task_format: TaskFormat, style: Prom
         source = template("source_ungrounded")
     else:
         source = fill(template("source_grounded"), document=document)
-    body = fill(template(f"{style}_challenger_{task_format}"), source_block=source)
+    name = f"{style}_challenger_{task_format}"
     prefix = "<question>" if style == "compact" else ""
-    return RenderedPrompt(({"role": "user", "content": body},), prefix)
+    if not has_template(f"{name}_example"):
+        body = fill(template(name), source_block=source)
+        return RenderedPrompt(({"role": "user", "content": body},), prefix)
+    # a worked example as its own exchange, then the real request
+    return RenderedPrompt((
+        {"role": "user", "content": template(name)},
+        {"role": "assistant", "content": template(f"{name}_example")},
+        {"role": "user", "content": fill(template(f"{style}_challenger_followup"),
+                                         source_block=source)},
+    ), prefix)
 
 
 def reasoner_prompt(question: str, style: PromptStyle = "paper") -> RenderedPrompt:

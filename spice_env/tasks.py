@@ -23,6 +23,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from spice_env.numeric import parse_float, parse_integer
+
 TaskKind = Literal["mcq", "free_form"]
 AnswerType = Literal["mcq_letter", "integer", "float", "expression", "string", "boolean"]
 FREE_FORM_TYPES: tuple[str, ...] = ("integer", "float", "expression", "string", "boolean")
@@ -292,25 +294,12 @@ _DOC_REFERENCE = re.compile(
     r"(?:described|mentioned|discussed)\b",
     re.IGNORECASE,
 )
-_INTEGER = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 _BOOLEAN = {"true", "false", "yes", "no"}
 
 
 def refers_to_document(question: str) -> bool:
     """Whether a question points at a source text the Reasoner will not see."""
     return bool(_DOC_REFERENCE.search(question))
-
-
-def normalize_number_text(value: str) -> str:
-    """Drop thousands separators (``1,234``, ``1 234``, ``1\\,234``), ``$`` and outer spaces.
-
-    Only separators before a group of exactly three digits go: ``1 2`` stays two numbers.
-    """
-    text = value.strip().strip("$").strip()
-    text = re.sub(r"\\[,;:! ]|\{,\}|~", "", text)
-    text = re.sub(r"(?<=\d)[,\s'_](?=\d{3}(?!\d))", "", text)
-    return re.sub(r"^([+-])\s+", r"\1", text)
 
 
 def _balanced(text: str) -> bool:
@@ -357,11 +346,9 @@ def check_answer_type(answer: str, answer_type: str) -> Reason | None:
     """``None`` when ``answer`` is a well-formed value of ``answer_type``, else the reason code."""
     text = answer.strip()
     if answer_type == "integer":
-        number = normalize_number_text(text)
-        number = re.sub(r"\.0+$", "", number)
-        return None if _INTEGER.match(number) else "type_mismatch"
+        return None if parse_integer(text) is not None else "type_mismatch"
     if answer_type == "float":
-        return None if _FLOAT.match(normalize_number_text(text)) else "type_mismatch"
+        return None if parse_float(text) is not None else "type_mismatch"
     if answer_type == "boolean":
         return None if text.lower().strip(".") in _BOOLEAN else "type_mismatch"
     if answer_type == "string":

@@ -43,7 +43,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from spice_env import _verify_worker
-from spice_env.tasks import LETTERS, Task, normalize_number_text
+from spice_env.numeric import (
+    normalize_number_text,
+    parse_float,
+    parse_integer,
+    strip_text_commands,
+)
+from spice_env.tasks import LETTERS, Task
 
 logger = logging.getLogger(__name__)
 
@@ -142,17 +148,7 @@ def extract_boxed(text: str, *, fallback: bool = False) -> str | None:
 
 # --- normalisation -------------------------------------------------------------------------------
 
-_TEXT_WRAPPERS = re.compile(
-    r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _ARTICLES = re.compile(r"^(?:a|an|the)\s+")
-
-
-def strip_text_commands(value: str) -> str:
-    """Replace ``\\text{x}``, ``\\mathrm{x}`` and similar wrappers by their content."""
-    previous = None
-    while previous != value:
-        previous, value = value, _TEXT_WRAPPERS.sub(r"\1", value)
-    return value
 
 
 def normalize_string(value: str) -> str:
@@ -162,60 +158,6 @@ def normalize_string(value: str) -> str:
     text = re.sub(r"[^\w\s+#]", " ", text)
     text = _ARTICLES.sub("", text.strip())
     return " ".join(text.split())
-
-
-def _clean_number(value: str) -> str:
-    text = strip_text_commands(value).replace("−", "-").replace("\\$", "").replace("\\%", "%")
-    text = re.sub(r"\^\s*\{?\\circ\}?", "", text).strip()
-    while text.startswith("{") and _braced(text, 0) == text[1:-1]:
-        text = text[1:-1].strip()  # {{8}} -> 8
-    text = re.sub(r"^[A-Za-z]\w{0,2}\s*=\s*", "", text)  # x = 5 -> 5
-    return normalize_number_text(text)
-
-
-# what may follow a number: units ("cm", "km per hour", " m^2", "%"), never a scale or a hedge;
-# a one-letter unit needs a space before it ("2.5 m"), so "2x" is not the number 2
-_UNITS = re.compile(r"(?:\s*%|\s+[A-Za-z](?:\^\{?[23]\}?)?"
-                    r"|\s*(?:[A-Za-z]{2,}(?:\^\{?[23]\}?)?\s*)+)?\s*\.?")
-_NOT_UNITS = frozenset([
-    "million", "millions", "billion", "billions", "thousand", "thousands", "hundred", "hundreds",
-    "trillion", "trillions", "dozen", "dozens", "half", "or", "and", "to", "plus", "minus",
-    "times", "more", "less", "than", "over", "squared", "cubed"
-])
-
-
-def _only_units(rest: str) -> bool:
-    return bool(_UNITS.fullmatch(rest)) and not any(
-        w.lower() in _NOT_UNITS for w in re.findall(r"[A-Za-z]+", rest))
-
-
-_NUMBER_HEAD = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(.*)$", re.DOTALL)
-
-
-def _leading_number(value: str) -> str | None:
-    """The number a value starts with, when only units (letters, %, spaces) follow it."""
-    match = _NUMBER_HEAD.match(_clean_number(value))
-    if not match:
-        return None
-    number, rest = match.groups()
-    return number if not rest or _only_units(rest) else None
-
-
-def parse_integer(value: str) -> int | None:
-    """The integer written in ``value`` (``1,234``, ``1\\,234``, ``42.0``, ``17 cm``), else None."""
-    number = _leading_number(value)
-    if number is None or not re.fullmatch(r"[+-]?\d+(?:\.0*)?", number):
-        return None
-    return int(number.split(".")[0])
-
-
-def parse_float(value: str) -> float | None:
-    """The decimal number written in ``value`` (units after it allowed), else None."""
-    number = _leading_number(value)
-    if number is None:
-        return None
-    result = float(number)
-    return result if math.isfinite(result) else None
 
 
 def parse_boolean(value: str) -> bool | None:
@@ -306,7 +248,9 @@ class MathVerifyPool:
         # inside the worker, which lives on; the hard kill at timeout_s is the backstop
         inner = str(max(1, math.floor(self.timeout_s / 3)))
         process = subprocess.Popen(
-            [sys.executable, _verify_worker.__file__, inner],
+            # -P: the worker's own folder is not put on sys.path (its modules must not shadow
+            # the standard library's)
+            [sys.executable, "-P", _verify_worker.__file__, inner],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, encoding="utf-8", errors="replace", bufsize=1,
         )

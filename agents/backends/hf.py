@@ -24,12 +24,16 @@ class HFBackend:
         model: a causal LM (``AutoModelForCausalLM``), already on its device and dtype.
         tokenizer: its tokenizer.
         max_batch_size: rows decoded at once (prompts × samples are split into chunks).
+        max_batch_tokens: a chunk also stops growing when its rows times its longest prompt
+            would pass this many tokens (bounds prefill memory and padding).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 64) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 64,
+                 max_batch_tokens: int = 16384) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.stop_ids = _stop_ids(model, tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
@@ -48,16 +52,26 @@ class HFBackend:
         else:
             generator.seed()
         flat: list[Generation] = []
-        # group rows of similar length so that left padding wastes little
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
         results: dict[int, Generation] = {}
-        for start in range(0, len(order), self.max_batch_size):
-            chunk = order[start : start + self.max_batch_size]
+        for chunk in self._chunks(rows):
             for index, generation in zip(chunk, self._decode([rows[i] for i in chunk], sampling,
                                                               generator), strict=True):
                 results[index] = generation
         flat = [results[i] for i in range(len(rows))]
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _chunks(self, rows: list[list[int]]) -> list[list[int]]:
+        """Row indices in batches of similar prompt length, within both batch limits."""
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        chunks: list[list[int]] = []
+        for index in order:  # ascending length: the newest row is the chunk's longest
+            last = chunks[-1] if chunks else None
+            if (last is not None and len(last) < self.max_batch_size
+                    and (len(last) + 1) * len(rows[index]) <= self.max_batch_tokens):
+                last.append(index)
+            else:
+                chunks.append([index])
+        return chunks
 
     @torch.inference_mode()
     def _decode(self, prompts: list[list[int]], sampling: SamplingConfig,

@@ -105,3 +105,16 @@ def test_sampling_config_validation() -> None:
         SamplingConfig(temperature=float("nan"))
     with pytest.raises(ValueError):
         SamplingConfig(max_new_tokens=0)
+
+
+def test_batches_respect_both_limits() -> None:
+    model, tokenizer = tiny_model(seed=1)
+    backend = HFBackend(model, tokenizer, max_batch_size=4, max_batch_tokens=100)
+    rows = [[1] * n for n in (10, 50, 20, 10, 10, 10, 10, 30)]
+    chunks = backend._chunks(rows)
+    assert sorted(i for c in chunks for i in c) == list(range(len(rows)))
+    for chunk in chunks:
+        assert len(chunk) <= 4
+        assert len(chunk) == 1 or len(chunk) * max(len(rows[i]) for i in chunk) <= 100
+    outs = backend.generate(rows, SamplingConfig(temperature=0, max_new_tokens=3), 1)
+    assert [g.prompt_ids for (g,) in outs] == [tuple(r) for r in rows]  # order kept

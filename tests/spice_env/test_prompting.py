@@ -22,7 +22,8 @@ def test_fill_is_verbatim_and_not_recursive() -> None:
 @pytest.mark.parametrize("fmt", ["mcq", "free_form"])
 def test_challenger_prompt_grounding(style: str, fmt: str) -> None:
     grounded = challenger_prompt("UNIQUE-DOC-TEXT 42", fmt, style)  # type: ignore[arg-type]
-    assert "UNIQUE-DOC-TEXT 42" in grounded.messages[0]["content"]
+    assert "UNIQUE-DOC-TEXT 42" in grounded.messages[-1]["content"]
+    assert grounded.messages[-1]["role"] == "user"
     assert "[BEGINNING OF THE DOCUMENT]" in grounded.text
     ungrounded = challenger_prompt(None, fmt, style)  # type: ignore[arg-type]
     assert "[BEGINNING OF THE DOCUMENT]" not in ungrounded.text

@@ -1,0 +1,99 @@
+"""Reading numbers written by models: thousands separators, LaTeX wrappers, units.
+
+Shared by the task parser (is a gold answer an integer?) and the verifier (is the Reasoner's
+answer that integer?), so both apply the same rules.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+
+def normalize_number_text(value: str) -> str:
+    """Drop thousands separators (``1,234``, ``1 234``, ``1\\,234``), ``$`` and outer spaces.
+
+    Only separators before a group of exactly three digits go: ``1 2`` stays two numbers.
+    """
+    text = value.strip().strip("$").strip()
+    text = re.sub(r"\\[,;:! ]|\{,\}|~", "", text)
+    text = re.sub(r"(?<=\d)[,\s'_](?=\d{3}(?!\d))", "", text)
+    return re.sub(r"^([+-])\s+", r"\1", text)
+
+
+_TEXT_WRAPPERS = re.compile(
+    r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+
+
+def strip_text_commands(value: str) -> str:
+    """Replace ``\\text{x}``, ``\\mathrm{x}`` and similar wrappers by their content."""
+    previous = None
+    while previous != value:
+        previous, value = value, _TEXT_WRAPPERS.sub(r"\1", value)
+    return value
+
+
+def _clean_number(value: str) -> str:
+    text = strip_text_commands(value).replace("−", "-").replace("\\$", "").replace("\\%", "%")
+    text = re.sub(r"\^\s*\{?\\circ\}?", "", text).strip()
+    while text.startswith("{") and text.endswith("}") and _wraps_whole(text):
+        text = text[1:-1].strip()  # {{8}} -> 8
+    text = re.sub(r"^[A-Za-z]\w{0,2}\s*=\s*", "", text)  # x = 5 -> 5
+    return normalize_number_text(text)
+
+
+# what may follow a number: units ("cm", "km per hour", " m^2", "%"), never a scale or a hedge;
+# a one-letter unit needs a space before it ("2.5 m"), so "2x" is not the number 2
+_UNITS = re.compile(r"(?:\s*%|\s+[A-Za-z](?:\^\{?[23]\}?)?"
+                    r"|\s*(?:[A-Za-z]{2,}(?:\^\{?[23]\}?)?\s*)+)?\s*\.?")
+_NOT_UNITS = frozenset([
+    "million", "millions", "billion", "billions", "thousand", "thousands", "hundred", "hundreds",
+    "trillion", "trillions", "dozen", "dozens", "half", "or", "and", "to", "plus", "minus",
+    "times", "more", "less", "than", "over", "squared", "cubed"
+])
+
+
+def _only_units(rest: str) -> bool:
+    return bool(_UNITS.fullmatch(rest)) and not any(
+        w.lower() in _NOT_UNITS for w in re.findall(r"[A-Za-z]+", rest))
+
+
+_NUMBER_HEAD = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)(.*)$", re.DOTALL)
+
+
+def _leading_number(value: str) -> str | None:
+    """The number a value starts with, when only units (letters, %, spaces) follow it."""
+    match = _NUMBER_HEAD.match(_clean_number(value))
+    if not match:
+        return None
+    number, rest = match.groups()
+    return number if not rest or _only_units(rest) else None
+
+
+def parse_integer(value: str) -> int | None:
+    """The integer written in ``value`` (``1,234``, ``1\\,234``, ``42.0``, ``17 cm``), else None."""
+    number = _leading_number(value)
+    if number is None or not re.fullmatch(r"[+-]?\d+(?:\.0*)?", number):
+        return None
+    return int(number.split(".")[0])
+
+
+def parse_float(value: str) -> float | None:
+    """The decimal number written in ``value`` (units after it allowed), else None."""
+    number = _leading_number(value)
+    if number is None:
+        return None
+    result = float(number)
+    return result if math.isfinite(result) else None
+
+
+
+
+def _wraps_whole(text: str) -> bool:
+    """Whether the first ``{`` of ``text`` closes at its last character."""
+    depth = 0
+    for index, char in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0:
+            return index == len(text) - 1
+    return False
