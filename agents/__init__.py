@@ -1,7 +1,13 @@
 """Agents of spice-env: who acts in SPICE episodes.
 
-This package currently holds the deterministic scripted agents of :mod:`agents.scripted`, used
-by the tests, the environment checker and the demo.
+* :mod:`agents.base` — the ``Agent`` and ``Backend`` contracts, ``Generation``, ``SamplingConfig``;
+* :mod:`agents.self_play` — ``SelfPlayAgent``, one policy playing both roles;
+* :mod:`agents.backends` — generation engines (transformers);
+* :mod:`agents.models` — the offline shipped models and ``load_model``;
+* :mod:`agents.scripted` — deterministic scripted agents for tests, demos and the env checker;
+* :mod:`agents.tiny` — tiny random models built in code, for tests.
+
+Submodules are imported on use, so ``import agents`` stays light.
 """
 
 from __future__ import annotations
