@@ -51,7 +51,6 @@ class HFBackend:
             generator.manual_seed(sampling.seed)
         else:
             generator.seed()
-        flat: list[Generation] = []
         results: dict[int, Generation] = {}
         for chunk in self._chunks(rows):
             for index, generation in zip(chunk, self._decode([rows[i] for i in chunk], sampling,
