@@ -15,6 +15,7 @@ from spice_env.prompting import (
     PromptStyle,
     RenderedPrompt,
     TaskFormat,
+    challenger_prefix,
     challenger_prompt,
     reasoner_prompt,
 )
@@ -106,7 +107,7 @@ class SpiceGame:
 
     def parse(self, text: Any, document: Document, task_format: TaskFormat) -> ParseResult:
         """Validate a Challenger output (the prefilled assistant prefix is put back first)."""
-        prefix = self.challenger_rendered(document, task_format).assistant_prefix
+        prefix = challenger_prefix(self.config.prompt_style)
         if isinstance(text, str) and text.strip() and prefix and not text.lstrip().startswith(
                 prefix):
             text = prefix + text

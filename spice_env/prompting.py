@@ -68,6 +68,11 @@ def _check_style(style: str) -> None:
         raise ValueError(f"unknown prompt style {style!r}; valid: {', '.join(PROMPT_STYLES)}")
 
 
+def challenger_prefix(style: PromptStyle) -> str:
+    """The text the Challenger's assistant turn is prefilled with in ``style``."""
+    return "<question>" if style == "compact" else ""
+
+
 def challenger_prompt(document: str | None, task_format: TaskFormat, style: PromptStyle = "paper"
                       ) -> RenderedPrompt:
     """The Challenger's prompt for one document (``None``: the ungrounded ablation)."""
@@ -79,7 +84,7 @@ def challenger_prompt(document: str | None, task_format: TaskFormat, style: Prom
     else:
         source = fill(template("source_grounded"), document=document)
     name = f"{style}_challenger_{task_format}"
-    prefix = "<question>" if style == "compact" else ""
+    prefix = challenger_prefix(style)
     if not has_template(f"{name}_example"):
         body = fill(template(name), source_block=source)
         return RenderedPrompt(({"role": "user", "content": body},), prefix)
