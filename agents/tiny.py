@@ -68,9 +68,12 @@ def tiny_model(seed: int = 0, *, layers: int = 2, hidden: int = 64, dtype: Any =
     return model, tokenizer
 
 
-def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
-    """Save a tiny model as a transformers folder (loadable by transformers and vLLM)."""
-    model, tokenizer = tiny_model(seed)
+def save_tiny_model(folder: str | Path, seed: int = 0, **options: Any) -> Path:
+    """Save a tiny model as a transformers folder (loadable by transformers and vLLM).
+
+    ``options`` go to :func:`tiny_model` (``layers``, ``hidden``).
+    """
+    model, tokenizer = tiny_model(seed, **options)
     path = Path(folder)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

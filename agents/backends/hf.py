@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from agents.backends.common import make_generation, stop_token_ids
 from agents.base import Generation, SamplingConfig
 
 
@@ -34,7 +35,7 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
-        self.stop_ids = _stop_ids(model, tokenizer)
+        self.stop_ids = stop_token_ids(getattr(model, "generation_config", None), tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
 
@@ -89,7 +90,6 @@ class HFBackend:
         alive = list(range(len(prompts)))  # original row of each live batch row
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
-        stopped = [False] * len(prompts)
         stop = torch.tensor(sorted(self.stop_ids), device=device)
         for _ in range(sampling.max_new_tokens):
             chosen = _sample(logits, sampling, generator)
@@ -98,7 +98,6 @@ class HFBackend:
             for b, row in enumerate(alive):
                 tokens[row].append(int(chosen[b]))
                 logprobs[row].append(float(raw[b]))
-                stopped[row] = bool(done[b])
             keep = (~done).nonzero()[:, 0]
             if len(keep) == 0:
                 break
@@ -111,15 +110,8 @@ class HFBackend:
             out = self.model(input_ids=chosen[:, None], attention_mask=mask,
                              position_ids=positions, past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1, :]
-        return [self._generation(p, t, lp, s)
-                for p, t, lp, s in zip(prompts, tokens, logprobs, stopped, strict=True)]
-
-    def _generation(self, prompt: list[int], tokens: list[int], logprobs: list[float],
-                    stopped: bool) -> Generation:
-        visible = tokens[:-1] if stopped else tokens
-        text = self.tokenizer.decode(visible, skip_special_tokens=True)
-        return Generation(text=text, prompt_ids=tuple(prompt), completion_ids=tuple(tokens),
-                          logprobs=tuple(logprobs), finish_reason="stop" if stopped else "length")
+        return [make_generation(self.tokenizer, p, t, lp, self.stop_ids)
+                for p, t, lp in zip(prompts, tokens, logprobs, strict=True)]
 
     def update_weights(self, named_tensors: Any) -> None:
         """Nothing to do when the trainer updates this same module; otherwise copy tensors in."""
@@ -135,19 +127,6 @@ class HFBackend:
 
     def close(self) -> None:
         """Nothing to release: the module belongs to the caller."""
-
-
-def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), tokenizer):
-        value = getattr(source, "eos_token_id", None)
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple):
-            ids.update(int(v) for v in value)
-    if not ids:
-        raise ValueError("the model and tokenizer define no end-of-sequence token")
-    return ids
 
 
 def _sample(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator
