@@ -9,8 +9,9 @@ top-p), in float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import torch
 
@@ -27,14 +28,24 @@ class HFBackend:
         max_batch_size: rows decoded at once (prompts × samples are split into chunks).
         max_batch_tokens: a chunk also stops growing when its rows times its longest prompt
             would pass this many tokens (bounds prefill memory and padding).
+        decode_attention: ``"grouped"`` computes one-token decode steps with a grouped-query
+            matmul attention that reads each key/value head once (prefill keeps the model's
+            own attention); ``"model"`` keeps the model's attention throughout; ``"auto"``
+            (default) picks ``"grouped"`` on CPU, where PyTorch's fused attention kernel is
+            slow for single-token queries, and ``"model"`` elsewhere.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 64,
-                 max_batch_tokens: int = 16384) -> None:
+                 max_batch_tokens: int = 16384,
+                 decode_attention: Literal["auto", "grouped", "model"] = "auto") -> None:
+        if decode_attention not in ("auto", "grouped", "model"):
+            raise ValueError(f"decode_attention must be auto, grouped or model, "
+                             f"got {decode_attention!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.decode_attention = decode_attention
         self.stop_ids = stop_token_ids(getattr(model, "generation_config", None), tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
@@ -53,12 +64,30 @@ class HFBackend:
         else:
             generator.seed()
         results: dict[int, Generation] = {}
-        for chunk in self._chunks(rows):
-            for index, generation in zip(chunk, self._decode([rows[i] for i in chunk], sampling,
-                                                              generator), strict=True):
-                results[index] = generation
+        with self._attention():
+            for chunk in self._chunks(rows):
+                decoded = self._decode([rows[i] for i in chunk], sampling, generator)
+                for index, generation in zip(chunk, decoded, strict=True):
+                    results[index] = generation
         flat = [results[i] for i in range(len(rows))]
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    @contextmanager
+    def _attention(self) -> Iterator[None]:
+        """Switch to grouped decode attention for the duration of a call, when chosen."""
+        config = getattr(self.model, "config", None)
+        current = getattr(config, "_attn_implementation", None)
+        use = self.decode_attention == "grouped" or (
+            self.decode_attention == "auto" and self.device.type == "cpu")
+        if not use or current not in ("sdpa", "eager") or not hasattr(
+                self.model, "set_attn_implementation"):
+            yield
+            return
+        self.model.set_attn_implementation(_register_grouped_attention())
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(current)
 
     def _chunks(self, rows: list[list[int]]) -> list[list[int]]:
         """Row indices in batches of similar prompt length, within both batch limits."""
@@ -85,7 +114,8 @@ class HFBackend:
             mask[row, width - len(prompt):] = 1
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1, :]
         alive = list(range(len(prompts)))  # original row of each live batch row
         tokens: list[list[int]] = [[] for _ in prompts]
@@ -127,6 +157,48 @@ class HFBackend:
 
     def close(self) -> None:
         """Nothing to release: the module belongs to the caller."""
+
+
+GROUPED_ATTENTION = "spice_grouped_decode"
+
+
+def _register_grouped_attention() -> str:
+    """Register the grouped decode attention with transformers (once) and return its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GROUPED_ATTENTION, grouped_decode_attention)
+    AttentionMaskInterface.register(GROUPED_ATTENTION, sdpa_mask)
+    return GROUPED_ATTENTION
+
+
+def grouped_decode_attention(module: Any, query: torch.Tensor, key: torch.Tensor,
+                             value: torch.Tensor, attention_mask: torch.Tensor | None,
+                             scaling: float | None = None, dropout: float = 0.0, **kwargs: Any
+                             ) -> tuple[torch.Tensor, None]:
+    """Attention for one new token per row, with query heads grouped over their key/value head.
+
+    ``query`` is ``(batch, heads, 1, dim)``; ``key``/``value`` are ``(batch, kv_heads, length,
+    dim)``. Scores are two small batched matmuls with no copy of the cache per query head.
+    Longer queries (prefill) go to PyTorch's scaled-dot-product attention unchanged.
+    """
+    if query.shape[2] != 1:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      scaling=scaling, dropout=dropout, **kwargs)
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)
+    scale = scaling if scaling is not None else dim ** -0.5
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).float() * scale
+    if attention_mask is not None:
+        mask = attention_mask[:, :, -1:, : key.shape[2]]
+        scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
+                  else scores + mask)
+    probs = torch.softmax(scores, dim=-1).to(value.dtype)
+    out = torch.matmul(probs, value).reshape(batch, heads, 1, dim).transpose(1, 2)
+    return out, None
 
 
 def _sample(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator

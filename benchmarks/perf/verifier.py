@@ -29,23 +29,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import math
 import os
-import platform
 import random
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks.perf.common import command_line, machine, package_versions, source_files
 from spice_env.tasks import LETTERS, Task
 from spice_env.verify import (
     MathVerifyPool,
@@ -642,61 +638,15 @@ def pathological(warmup: Sequence[Item], batch: int) -> dict[str, Any]:
 # --- environment and report --------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _ram_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
-def machine() -> dict[str, Any]:
-    """CPU model, cores, RAM, OS and the load average (other processes share the machine)."""
-    return {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "ram_gib": _ram_gib(),
-            "platform": platform.platform(), "load_avg_1_5_15": [round(x, 2)
-                                                                for x in os.getloadavg()]}
-
-
 def versions() -> dict[str, str]:
     """Versions of Python, the project and the packages the verifier depends on."""
-    found = {"python": platform.python_version()}
-    for name in ("spice-env", "math-verify", "latex2sympy2_extended", "sympy", "numpy",
-                 "pydantic"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    return package_versions(("spice-env", "math-verify", "latex2sympy2_extended", "sympy",
+                             "numpy", "pydantic"))
 
 
 def source() -> dict[str, Any]:
     """The commit and the verifier's source files as measured (they may have local edits)."""
-    files = ("spice_env/verify.py", "spice_env/_verify_worker.py")
-    found: dict[str, Any] = {}
-    for name in files:
-        path = Path(name)
-        found[name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None
-    try:
-        found["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
-                                         text=True, check=True).stdout.strip()
-        found["local_edits"] = bool(subprocess.run(["git", "status", "--porcelain", *files],
-                                                   capture_output=True, text=True,
-                                                   check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        found["commit"] = None
-    return found
+    return source_files(("spice_env/verify.py", "spice_env/_verify_worker.py"))
 
 
 def workload(items: Sequence[Item]) -> dict[str, Any]:
@@ -776,14 +726,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     report["command"] = command_line()
     report["benchmark_wall_s"] = round(time.perf_counter() - began, 1)
     return report
-
-
-def command_line() -> str:
-    """The command that ran this benchmark, with the script path relative to the cwd."""
-    script = Path(sys.argv[0])
-    if script.is_absolute() and script.is_relative_to(Path.cwd()):
-        script = script.relative_to(Path.cwd())
-    return " ".join(["python", script.as_posix(), *sys.argv[1:]])
 
 
 def _headline_rows(report: dict[str, Any]) -> list[tuple[str, str]]:

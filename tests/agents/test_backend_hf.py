@@ -118,3 +118,18 @@ def test_batches_respect_both_limits() -> None:
         assert len(chunk) == 1 or len(chunk) * max(len(rows[i]) for i in chunk) <= 100
     outs = backend.generate(rows, SamplingConfig(temperature=0, max_new_tokens=3), 1)
     assert [g.prompt_ids for (g,) in outs] == [tuple(r) for r in rows]  # order kept
+
+
+def test_grouped_decode_attention_matches_the_models_own() -> None:
+    model, tokenizer = tiny_model(seed=3)
+    grouped = HFBackend(model, tokenizer, decode_attention="grouped")
+    own = HFBackend(model, tokenizer, decode_attention="model")
+    ids = prompts(grouped)  # different lengths: left padding is masked in both
+    sampling = SamplingConfig(temperature=0, max_new_tokens=12)
+    for (a,), (b,) in zip(grouped.generate(ids, sampling, 1), own.generate(ids, sampling, 1),
+                          strict=True):
+        assert a.completion_ids == b.completion_ids
+        assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    assert model.config._attn_implementation == "sdpa"  # restored after each call
+    with pytest.raises(ValueError, match="decode_attention"):
+        HFBackend(model, tokenizer, decode_attention="fast")  # type: ignore[arg-type]

@@ -1,0 +1,76 @@
+"""What every performance benchmark records beside its numbers: machine, versions, source."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, cores, RAM, OS and the load average (other processes share the machine)."""
+    return {"cpu_model": _cpu_model(), "cores": os.cpu_count(), "ram_gib": _ram_gib(),
+            "platform": platform.platform(), "load_avg_1_5_15": [round(x, 2)
+                                                                for x in os.getloadavg()]}
+
+
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """Versions of Python and of the named distributions."""
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def source_files(files: Sequence[str]) -> dict[str, Any]:
+    """The commit, short hashes of the measured source files, and whether they had local edits."""
+    found: dict[str, Any] = {}
+    for name in files:
+        path = Path(name)
+        found[name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None
+    try:
+        found["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                         text=True, check=True).stdout.strip()
+        found["local_edits"] = bool(subprocess.run(["git", "status", "--porcelain", *files],
+                                                   capture_output=True, text=True,
+                                                   check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        found["commit"] = None
+    return found
+
+
+def command_line() -> str:
+    """The command that ran the benchmark, with the script path relative to the cwd."""
+    script = Path(sys.argv[0])
+    if script.is_absolute() and script.is_relative_to(Path.cwd()):
+        script = script.relative_to(Path.cwd())
+    return " ".join(["python", script.as_posix(), *sys.argv[1:]])
