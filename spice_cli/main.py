@@ -2,8 +2,10 @@
 
 Subcommands:
 
-* ``spice demo`` — play scripted SPICE episodes through ``gym.make("SpiceCorpus-v0")`` on the
-  embedded corpus and print each question, gold answer, the Reasoner's answers and the rewards;
+* ``spice demo`` — play SPICE episodes through ``gym.make("SpiceCorpus-v0")`` on the embedded
+  corpus with the embedded default model in both roles (or with scripted agents,
+  ``--agent scripted``), printing each question, gold answer, the Reasoner's answers and the
+  rewards;
 * ``spice assets`` — download and prepare the embedded offline assets.
 """
 
@@ -15,6 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 logger = logging.getLogger("spice")
 
@@ -42,34 +45,66 @@ def _demo(args: argparse.Namespace) -> int:
     import spice_env
 
     require_ours("agents")
-    scripted = importlib.import_module("agents.scripted")
     env = gym.make(spice_env.ENV_ID, corpus=args.corpus, group_size=args.group_size,
-                   prompt_style=args.prompt_style, challenger_reward=args.challenger_reward)
+                   prompt_style=args.prompt_style, challenger_reward=args.challenger_reward,
+                   task_formats=args.task_formats)
+    print(f"SpiceCorpus-v0 on {getattr(env.unwrapped, 'corpus', args.corpus)!r}")
+    play = _model_player(args) if args.agent == "model" else _scripted_player(args)
+    try:
+        for episode in range(args.episodes):
+            obs, info = env.reset(seed=args.seed + episode)
+            obs, reward, terminated, _, info = env.step(play("challenger", obs, info, episode))
+            print(f"\n[{episode}] document {info['document_id']} "
+                  f"({obs['task_format'] or 'invalid'})")
+            if terminated:
+                print(f"  invalid question ({info['invalid_reason']}: {info['detail']})")
+                print(f"  rewards: challenger {reward:+.3f}")
+                continue
+            task = info["task"]
+            print("  question: " + task.reasoner_question().replace("\n", "\n            "))
+            print(f"  gold: {task.answer} ({task.answer_type})")
+            obs, reward, terminated, _, info = env.step(play("reasoner", obs, info, episode))
+            answers = ", ".join(f"{v.extracted if v.extracted is not None else '-'}"
+                                f"{'+' if v.correct else ''}" for v in info["verdicts"])
+            print(f"  reasoner answers: {answers}  (+ correct, - nothing boxed)")
+            print(f"  pass rate {info['pass_rate']:.2f}; rewards: challenger "
+                  f"{info['rewards']['challenger']:.3f}, reasoner {info['rewards']['reasoner']}")
+    finally:
+        env.close()
+    return 0
+
+
+def _model_player(args: argparse.Namespace) -> Any:
+    """Both roles played by one model (the embedded default unless ``--model``)."""
+    agents = importlib.import_module("agents")
+    base = importlib.import_module("agents.base")
+    print(f"loading {args.model} ...", flush=True)
+    agent = agents.SelfPlayAgent(
+        "hf", args.model,
+        challenger=base.SamplingConfig(temperature=args.temperature, max_new_tokens=256,
+                                       seed=args.seed),
+        reasoner=base.SamplingConfig(temperature=args.temperature, max_new_tokens=256,
+                                     n=args.group_size, seed=args.seed))
+
+    def play(role: str, obs: Any, info: Any, episode: int) -> Any:
+        return agent.act(obs, info)
+
+    return play
+
+
+def _scripted_player(args: argparse.Namespace) -> Any:
+    """The oracle Challenger (a garbage one every fourth episode) and a noisy Reasoner."""
+    scripted = importlib.import_module("agents.scripted")
     challenger = scripted.OracleChallenger(seed=args.seed)
     garbage = scripted.GarbageChallenger(seed=args.seed)
     reasoner = scripted.NoisyReasoner(p_correct=args.p_correct, seed=args.seed)
-    print(f"SpiceCorpus-v0 on {getattr(env.unwrapped, 'corpus', args.corpus)!r}")
-    for episode in range(args.episodes):
-        obs, info = env.reset(seed=args.seed + episode)
-        # every fourth episode shows what happens to a malformed question
-        author = garbage if episode % 4 == 3 else challenger
-        obs, reward, terminated, _, info = env.step(author.act(obs))
-        print(f"\n[{episode}] document {info['document_id']} ({obs['task_format'] or 'invalid'})")
-        if terminated:
-            print(f"  invalid question ({info['invalid_reason']}: {info['detail']})")
-            print(f"  rewards: challenger {reward:+.3f}")
-            continue
-        task = info["task"]
-        print(f"  question: {task.reasoner_question()}")
-        print(f"  gold: {task.answer} ({task.answer_type})")
-        answers = reasoner.act(obs, info, n=args.group_size)
-        obs, reward, terminated, _, info = env.step(answers)
-        marks = " ".join("1" if c else "0" for c in info["correct"])
-        print(f"  reasoner correct: {marks}  pass rate {info['pass_rate']:.2f}")
-        print(f"  rewards: challenger {info['rewards']['challenger']:.3f}, "
-              f"reasoner {info['rewards']['reasoner']}")
-    env.close()
-    return 0
+
+    def play(role: str, obs: Any, info: Any, episode: int) -> Any:
+        if role == "challenger":
+            return (garbage if episode % 4 == 3 else challenger).act(obs)
+        return reasoner.act(obs, info, n=args.group_size)
+
+    return play
 
 
 def _assets(args: argparse.Namespace) -> int:
@@ -84,13 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``spice``."""
     parser = argparse.ArgumentParser(prog="spice", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="play scripted episodes through gym.make")
-    demo.add_argument("--episodes", type=int, default=8)
-    demo.add_argument("--corpus", default="embedded")
-    demo.add_argument("--group-size", type=int, default=8)
-    demo.add_argument("--prompt-style", choices=["paper", "compact"], default="paper")
+    demo = sub.add_parser("demo", help="play episodes through gym.make")
+    demo.add_argument("--agent", choices=["model", "scripted"], default="model",
+                      help="the embedded model in both roles, or scripted agents")
+    demo.add_argument("--model", default="qwen2.5-coder-0.5b-instruct",
+                      help="a shipped short name, a transformers folder or a hub id")
+    demo.add_argument("--episodes", type=int, default=4)
+    demo.add_argument("--corpus", default="embedded:math")
+    demo.add_argument("--group-size", type=int, default=4)
+    demo.add_argument("--prompt-style", choices=["paper", "compact"], default="compact")
+    demo.add_argument("--task-formats", choices=["both", "mcq", "free_form"], default="both")
     demo.add_argument("--challenger-reward", default="variance")
-    demo.add_argument("--p-correct", type=float, default=0.5)
+    demo.add_argument("--temperature", type=float, default=0.7,
+                      help="sampling temperature of both roles (model agent)")
+    demo.add_argument("--p-correct", type=float, default=0.5,
+                      help="the scripted Reasoner's chance of answering right")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
     assets = sub.add_parser("assets", help="download and prepare the embedded assets")

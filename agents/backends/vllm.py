@@ -49,6 +49,9 @@ class VLLMBackend:
         seed: the engine's seed (requests without their own seed draw from it).
         trust_remote_code: allow code from the model's repository to run (off unless asked).
         engine_options: further keyword arguments for ``vllm.LLM`` (e.g. ``tensor_parallel_size``).
+            On CPU, ``enable_chunked_prefill`` defaults to ``False``: with chunked prefill, the
+            CPU build fails on seeded sampling when a prompt's prefill is split across steps
+            ("CPU Generator does not use offset").
     """
 
     def __init__(self, model: str | os.PathLike[str], *, dtype: str | None = None,
@@ -63,6 +66,8 @@ class VLLMBackend:
 
         source = resolve_model(model)
         on_gpu = _cuda_available()
+        if not on_gpu:
+            engine_options.setdefault("enable_chunked_prefill", False)
         self.source = source
         self.dtype = dtype or ("bfloat16" if on_gpu else "float32")
         self.max_model_len = max_model_len

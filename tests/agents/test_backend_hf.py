@@ -133,3 +133,15 @@ def test_grouped_decode_attention_matches_the_models_own() -> None:
     assert model.config._attn_implementation == "sdpa"  # restored after each call
     with pytest.raises(ValueError, match="decode_attention"):
         HFBackend(model, tokenizer, decode_attention="fast")  # type: ignore[arg-type]
+
+
+def test_the_sampler_follows_the_distribution_and_skips_zero_probabilities() -> None:
+    from agents.backends.hf import sample_from
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(20000, 1)
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.bincount(sample_from(probs, generator), minlength=6).float() / 20000
+    assert counts[[0, 2, 5]].sum() == 0
+    assert torch.allclose(counts[[1, 3, 4]], torch.tensor([0.5, 0.3, 0.2]), atol=0.015)
+    edge = torch.tensor([[0.0, 1.0, 0.0]])  # one possible token, whatever the uniform draw
+    assert set(sample_from(edge.repeat(1000, 1), generator).tolist()) == {1}

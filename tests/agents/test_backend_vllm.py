@@ -101,6 +101,15 @@ def test_seeded_sampling_is_reproducible(engine: VLLMBackend) -> None:
     assert len({g.completion_ids for g in first[0]}) > 1
 
 
+def test_seeded_sampling_on_long_prompts(engine: VLLMBackend) -> None:
+    # long prompts are where chunked prefill would split a seeded request (a CPU-build failure)
+    long = [[5 + (i * 7 + j) % 300 for j in range(1500)] for i in range(3)]
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=6, seed=3)
+    first = engine.generate(long, sampling, 2)
+    assert [[g.completion_ids for g in grp] for grp in first] == \
+        [[g.completion_ids for g in grp] for grp in engine.generate(long, sampling, 2)]
+
+
 def test_a_prompt_too_long_gets_empty_completions(engine: VLLMBackend) -> None:
     short, *_ = prompts(engine.tokenizer)
     with pytest.warns(UserWarning, match="no room"):
