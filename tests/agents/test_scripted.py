@@ -59,3 +59,4 @@ def test_garbage_is_always_invalid_with_known_reasons() -> None:
         reasons.add(result.reason)
     assert {"empty", "no_json", "bad_letter", "not_four_options", "refers_to_document",
             "string_too_long", "type_mismatch", "answer_not_scalar"} <= reasons
+
