@@ -4,7 +4,9 @@ For documents sampled from the embedded corpus it measures, per prompt style:
 
 * the Challenger's valid-question rate (and the reasons of the invalid ones);
 * on the valid questions, the Reasoner's boxed-answer rate, its pass rate, and the share of
-  questions whose pass rate is strictly between 0 and 1 (the ones the variance reward learns from).
+  questions whose pass rate is strictly between 0 and 1 (the ones the variance reward learns from);
+* the Reasoner's boxed-answer rate on fixed MathQA problems of the embedded corpus (the same
+  inputs for every style and run).
 
 Usage::
 
@@ -29,8 +31,8 @@ from agents.base import SamplingConfig
 from agents.self_play import SelfPlayAgent
 from spice_env.corpus import load_corpus
 from spice_env.game import GameConfig, SpiceGame
-from spice_env.prompting import PromptStyle, TaskFormat
-from spice_env.verify import Verifier
+from spice_env.prompting import PromptStyle, TaskFormat, reasoner_prompt
+from spice_env.verify import Verifier, extract_boxed
 
 
 def measure_style(agent: SelfPlayAgent, game: SpiceGame, documents: Sequence[Any],
@@ -86,6 +88,43 @@ def measure_reasoner(agent: SelfPlayAgent, game: SpiceGame, tasks: Sequence[Any]
     }
 
 
+def corpus_problems(n: int) -> list[str]:
+    """``n`` MathQA problems spread over the embedded math corpus (their first line)."""
+    corpus = load_corpus("embedded:math")
+    step = max(1, len(corpus) // n)
+    problems = []
+    for index in range(0, step * n, step):
+        line = corpus[index].text.split("\n", 1)[0].removeprefix("Problem: ").strip()
+        problems.append(line[:1].upper() + line[1:])
+    return problems
+
+
+def measure_reasoner_on_problems(agent: SelfPlayAgent, style: PromptStyle, problems: list[str],
+                                 samples: int) -> dict[str, Any]:
+    """Boxed-answer and length-cut rates of the Reasoner on well-formed corpus problems.
+
+    The Challenger's questions vary with its sampling; these do not, so prompt styles and
+    settings compare on the same inputs. (Their gold answers are too irregular to grade.)
+    """
+    observations = []
+    for problem in problems:
+        rendered = reasoner_prompt(problem, style)
+        observations.append({"role": "reasoner", "messages": rendered.messages,
+                             "assistant_prefix": rendered.assistant_prefix,
+                             "prompt": rendered.text})
+    started = time.perf_counter()
+    groups = agent.generate(observations, samples)
+    generations = [g for group in groups for g in group]
+    return {
+        "problems": len(problems), "samples": samples,
+        "boxed_rate": sum(extract_boxed(g.text) is not None for g in generations)
+        / len(generations),
+        "length_cut_rate": sum(g.finish_reason == "length" for g in generations)
+        / len(generations),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -94,6 +133,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--styles", nargs="+", default=["compact", "paper"])
     parser.add_argument("--corpus", default="embedded")
+    parser.add_argument("--problems", type=int, default=16,
+                        help="MathQA problems for the Reasoner-only measurement")
     parser.add_argument("--challenger-tokens", type=int, default=256)
     parser.add_argument("--reasoner-tokens", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
@@ -126,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             style_name: PromptStyle = "compact" if style == "compact" else "paper"
             game = SpiceGame(GameConfig(prompt_style=style_name), verifier)
             report["styles"][style] = measure_style(agent, game, documents, args.samples)
+            report["styles"][style]["reasoner_on_corpus_problems"] = \
+                measure_reasoner_on_problems(agent, style_name, corpus_problems(args.problems),
+                                             args.samples)
             print(style, {k: v for k, v in report["styles"][style].items()
                           if k not in ("examples", "pass_rates")}, flush=True)
     output = Path(args.output)
