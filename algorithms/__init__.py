@@ -1,4 +1,12 @@
-"""Learning algorithms of spice-env (Dr. GRPO, GRPO, PPO) and the Fabric trainer."""
+"""Learning algorithms of spice-env.
+
+* :mod:`algorithms.base` — the batch of scored completions, group advantages, the clipped
+  surrogate, the KL estimator;
+* :mod:`algorithms.drgrpo` — Dr. GRPO (the paper's, the default);
+* :mod:`algorithms.grpo` — GRPO;
+* :mod:`algorithms.ppo` — PPO with a value head and GAE;
+* :mod:`algorithms.registry` — the algorithms by name and their tagged configurations.
+"""
 
 from __future__ import annotations
 

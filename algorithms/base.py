@@ -1,0 +1,148 @@
+"""What every algorithm shares: the batch of scored samples, group advantages, the clipped ratio.
+
+A :class:`PolicyBatch` holds S sampled completions padded to T tokens: the log-probabilities of the
+sampled tokens under the current policy (with gradients), under the policy that sampled them
+(``old_logprobs``), optionally under a frozen reference, a mask of real completion tokens, and one
+advantage per sequence or per token. Algorithms turn rewards into advantages
+(:meth:`Algorithm.advantages`) and a batch into a loss (:meth:`Algorithm.loss`).
+
+Groups follow the paper: a Challenger group is the G kept attempts on one document, a Reasoner
+group the G answers to one question. Rewards are compared only within a group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class AlgorithmConfigBase(BaseModel):
+    """Fields every algorithm's configuration has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+@dataclass
+class PolicyBatch:
+    """Completions of one update step, padded to a common length T.
+
+    Attributes:
+        logprobs: ``(S, T)`` log-probs of the sampled tokens under the current policy.
+        old_logprobs: ``(S, T)`` the same under the policy that sampled them (no gradient).
+        mask: ``(S, T)`` 1 for completion tokens, 0 for padding.
+        advantages: ``(S,)`` one per sequence, or ``(S, T)`` one per token.
+        ref_logprobs: ``(S, T)`` under a frozen reference policy, for a KL penalty.
+        values: ``(S, T)`` value predictions (PPO).
+        old_values: ``(S, T)`` value predictions when the samples were taken (PPO).
+        returns: ``(S, T)`` value targets (PPO).
+    """
+
+    logprobs: torch.Tensor
+    old_logprobs: torch.Tensor
+    mask: torch.Tensor
+    advantages: torch.Tensor
+    ref_logprobs: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+
+    def token_advantages(self) -> torch.Tensor:
+        """Advantages broadcast to ``(S, T)``."""
+        if self.advantages.dim() == 1:
+            return self.advantages[:, None].expand_as(self.logprobs)
+        return self.advantages
+
+
+@dataclass(frozen=True)
+class GroupAdvantages:
+    """Advantages of a batch of sequences and what their groups looked like."""
+
+    advantages: torch.Tensor
+    zero_variance: torch.Tensor  # (S,) True for members of groups whose rewards are all equal
+    groups: int
+    zero_variance_groups: int
+
+
+class Algorithm(Protocol):
+    """An advantage estimator and a loss."""
+
+    config: Any
+
+    def advantages(self, rewards: torch.Tensor, groups: Sequence[int]) -> GroupAdvantages:
+        """One advantage per sequence from its reward and its group id."""
+        ...
+
+    def loss(self, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar to minimise and metrics of this step."""
+        ...
+
+
+def group_advantages(rewards: torch.Tensor, groups: Sequence[int], *, scale_by_std: bool,
+                     eps: float = 1e-6) -> GroupAdvantages:
+    """``r − mean(group)``, divided by the group's standard deviation when ``scale_by_std``.
+
+    The standard deviation is the population one (divide by G). Groups whose rewards are all equal
+    get zero advantages (with or without scaling) and are flagged in ``zero_variance``.
+    """
+    if rewards.dim() != 1 or len(groups) != rewards.shape[0]:
+        raise ValueError("rewards must be 1-D with one group id per reward")
+    rewards = rewards.double()
+    ids = torch.as_tensor(list(groups))
+    advantages = torch.zeros_like(rewards)
+    zero = torch.zeros(rewards.shape[0], dtype=torch.bool)
+    unique = ids.unique()
+    flat = 0
+    for group in unique:
+        members = (ids == group).nonzero()[:, 0]
+        values = rewards[members]
+        centred = values - values.mean()
+        spread = values.std(unbiased=False)
+        if bool((values == values[0]).all()):
+            zero[members] = True
+            flat += 1
+            continue
+        advantages[members] = centred / (spread + eps) if scale_by_std else centred
+    return GroupAdvantages(advantages=advantages.float(), zero_variance=zero,
+                           groups=len(unique), zero_variance_groups=flat)
+
+
+def clipped_surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
+                      advantages: torch.Tensor, clip_eps: float
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token PPO-clip loss ``−min(ρA, clip(ρ, 1−ε, 1+ε)A)``, the ratio ρ, and where it
+    clipped."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages
+    loss = -torch.minimum(unclipped, clipped)
+    was_clipped = (clipped < unclipped).float()
+    return loss, ratio, was_clipped
+
+
+def kl_to_reference(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token estimate of KL(π‖π_ref) that is never negative: ``exp(d) − d − 1``, d = ref − π."""
+    delta = ref_logprobs - logprobs
+    return torch.exp(delta) - delta - 1
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the tokens where ``mask`` is 1 (0 when there are none)."""
+    total = mask.sum()
+    return (values * mask).sum() / total.clamp(min=1)
+
+
+def step_metrics(batch: PolicyBatch, ratio: torch.Tensor, clipped: torch.Tensor,
+                 mask: torch.Tensor) -> dict[str, float]:
+    """Clip fraction, mean ratio, token count and (with a reference) KL of one loss step."""
+    with torch.no_grad():
+        found = {"clip_fraction": float(masked_mean(clipped, mask)),
+                 "ratio_mean": float(masked_mean(ratio, mask)),
+                 "tokens": float(mask.sum())}
+        if batch.ref_logprobs is not None:
+            found["kl"] = float(masked_mean(kl_to_reference(batch.logprobs, batch.ref_logprobs),
+                                            mask))
+    return found
