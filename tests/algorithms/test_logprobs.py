@@ -1,0 +1,41 @@
+"""Training-time log-probabilities against the ones recorded while sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.backends.hf import HFBackend
+from agents.base import SamplingConfig
+from agents.tiny import tiny_model
+from algorithms.logprobs import completion_logprobs
+
+
+def test_match_the_sampling_logprobs_and_carry_gradients() -> None:
+    model, tokenizer = tiny_model(seed=5)
+    backend = HFBackend(model, tokenizer)
+    prompts = [tokenizer.encode(t) for t in ("What is 12 + 30?", "A fox", "digits 0123456789")]
+    groups = backend.generate(prompts, SamplingConfig(temperature=1.0, max_new_tokens=10, seed=1),
+                              2)
+    samples = [g for group in groups for g in group]
+    result = completion_logprobs(model, [s.prompt_ids for s in samples],
+                                 [s.completion_ids for s in samples], tokenizer.pad_token_id,
+                                 with_hidden=True)
+    for row, sample in enumerate(samples):
+        length = len(sample.completion_ids)
+        assert result.mask[row].sum() == length
+        assert torch.allclose(result.logprobs[row, :length].detach(),
+                              torch.tensor(sample.logprobs), atol=1e-4)
+    assert result.hidden is not None and result.hidden.shape[:2] == result.logprobs.shape
+    assert bool((result.entropy >= 0).all())
+    result.logprobs.sum().backward()
+    assert model.model.embed_tokens.weight.grad is not None
+
+
+def test_empty_completions_and_bad_input() -> None:
+    model, tokenizer = tiny_model(seed=5)
+    result = completion_logprobs(model, [[5, 6, 7], [8]], [[], [9, 10]], tokenizer.pad_token_id)
+    assert result.mask.tolist() == [[0.0, 0.0], [1.0, 1.0]]
+    assert float(result.logprobs[0].detach().abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="one completion per prompt"):
+        completion_logprobs(model, [[1]], [], tokenizer.pad_token_id)
