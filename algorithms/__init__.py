@@ -5,6 +5,7 @@
 * :mod:`algorithms.drgrpo` — Dr. GRPO (the paper's, the default);
 * :mod:`algorithms.grpo` — GRPO;
 * :mod:`algorithms.ppo` — PPO with a value head and GAE;
+* :mod:`algorithms.logprobs` — log-probabilities of sampled completions, with gradients;
 * :mod:`algorithms.registry` — the algorithms by name and their tagged configurations.
 """
 
