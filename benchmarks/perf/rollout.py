@@ -158,7 +158,8 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
         total_tokens += tokens
         total_s += seconds
     result.update(generated_tokens=total_tokens, seconds=round(total_s, 2),
-                  tokens_per_s=round(total_tokens / total_s, 2), model_source=resolve_model(MODEL))
+                  tokens_per_s=round(total_tokens / total_s, 2),
+                  model_folder=Path(resolve_model(MODEL)).name)
     if method == "vllm":
         engine.close()
     return result
