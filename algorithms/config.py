@@ -1,0 +1,219 @@
+"""The configuration of a training run: sections, YAML files and ``dotted.key=value`` overrides.
+
+A run is described by one :class:`TrainConfig` with the sections ``model``, ``rollout``, ``game``
+(the environment's :class:`spice_env.game.GameConfig`), ``challenger`` and ``reasoner`` (sampling),
+``algorithm`` (one of :data:`algorithms.registry.AlgorithmConfig`, picked by ``name``),
+``optimizer`` and ``trainer``. Every section refuses unknown keys.
+
+:func:`load_config` reads a YAML file, applies overrides such as ``trainer.iterations=20`` or
+``algorithm.name=grpo`` (values are parsed as YAML scalars), and validates. Any problem raises
+:class:`ConfigError`, whose message names the file, the dotted key and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agents.base import SamplingConfig
+from algorithms.drgrpo import DrGRPOConfig
+from algorithms.registry import AlgorithmConfig
+from spice_env.game import GameConfig
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says where and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelConfig(_Section):
+    """The policy: which model, in which precision, generating with which backend."""
+
+    name: str = Field(default="qwen2.5-coder-0.5b-instruct", description="A shipped short "
+                      "name, a transformers folder or a hub id.")
+    backend: Literal["hf", "vllm"] = Field(default="hf", description="The generation backend: "
+                                           "the trainer's own module (hf) or a vLLM engine "
+                                           "whose weights are reloaded after each update.")
+    backend_options: dict[str, Any] = Field(default_factory=dict, description="Keyword "
+                                            "arguments of the backend's class.")
+    template: Literal["auto", "chat", "plain"] = Field(default="auto", description="Chat "
+                                                       "template or plain prompts.")
+    trust_remote_code: bool = Field(default=False, description="Run code from the model's "
+                                    "repository (off unless asked).")
+    frozen_challenger: str | None = Field(default=None, description="Another model (name, "
+                                          "folder, hub id) that writes the questions and does "
+                                          "not train: the Strong Challenger baseline.")
+    frozen_challenger_endpoint: str | None = Field(default=None, description="An "
+                                                   "OpenAI-compatible base URL serving "
+                                                   "frozen_challenger.")
+
+
+class RolloutConfig(_Section):
+    """What one iteration samples (Algorithm 1's B and N; G is ``game.group_size``)."""
+
+    corpus: str | list[str] = Field(default="embedded:math", description="Corpus spec(s): "
+                                    "'embedded', 'embedded:math', a path, 'hf:<id>'.")
+    batch_size: int = Field(default=8, ge=1, description="B: documents per iteration.")
+    attempts: int = Field(default=8, ge=1, description="N: Challenger attempts per document.")
+    max_document_tokens: int = Field(default=5992, ge=16, description="Segment length of the "
+                                     "corpus documents.")
+
+
+class OptimizerConfig(_Section):
+    """AdamW with a constant learning rate (the paper's 1e-6)."""
+
+    lr: float = Field(default=1e-6, gt=0, description="Learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas.")
+    grad_clip: float | None = Field(default=1.0, gt=0, description="Gradient norm clip "
+                                    "(None: no clipping).")
+
+
+LoggerName = Literal["csv", "tensorboard", "wandb"]
+
+
+def _default_loggers() -> list[LoggerName]:
+    return ["csv", "tensorboard"]
+
+
+class TrainerConfig(_Section):
+    """How the loop runs: length, hardware, micro-batching, checkpoints, logs."""
+
+    iterations: int = Field(default=640, ge=1, description="Iterations of Algorithm 1.")
+    output_dir: str = Field(default="runs/spice", description="The run folder: metrics, "
+                            "rollouts, checkpoints, plots.")
+    seed: int = Field(default=0, description="Seed of sampling, corpus order and init.")
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = Field(default="auto",
+                                                                      description="Fabric "
+                                                                      "accelerator.")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(default="auto", description="Fabric "
+                                                     "strategy.")
+    devices: int | Literal["auto"] = Field(default="auto", description="Processes/devices.")
+    num_nodes: int = Field(default=1, ge=1, description="Machines.")
+    precision: Literal["auto", "bf16-true", "bf16-mixed", "32-true", "16-mixed"] = Field(
+        default="auto", description="auto: bf16 on GPUs and on CPUs with bf16 units, else 32.")
+    micro_batch_size: int = Field(default=4, ge=1, description="Sequences per forward/backward; "
+                                  "gradients accumulate over the iteration's batch.")
+    train_roles: Literal["both", "challenger", "reasoner"] = Field(default="both",
+                                                                   description="Which roles' "
+                                                                   "samples update the policy.")
+    activation_checkpointing: bool = Field(default=False, description="Recompute activations "
+                                           "in the backward pass to save memory.")
+    lora_rank: int | None = Field(default=None, ge=1, description="Train LoRA adapters of this "
+                                  "rank instead of all weights (needs peft).")
+    save_every: int = Field(default=10, ge=1, description="Checkpoint every k iterations (and "
+                            "at the end).")
+    loggers: list[LoggerName] = Field(default_factory=_default_loggers,
+                                      description="Metric loggers.")
+
+
+class TrainConfig(_Section):
+    """A whole training run."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    game: GameConfig = Field(default_factory=GameConfig)
+    challenger: SamplingConfig = Field(default_factory=lambda: SamplingConfig(
+        temperature=1.0, max_new_tokens=512, n=1))
+    reasoner: SamplingConfig = Field(default_factory=lambda: SamplingConfig(
+        temperature=1.0, max_new_tokens=512, n=8))
+    algorithm: AlgorithmConfig = Field(default_factory=DrGRPOConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.rollout.attempts < self.game.group_size:
+            raise ValueError(f"rollout.attempts (N={self.rollout.attempts}) must be at least "
+                             f"game.group_size (G={self.game.group_size})")
+        if self.model.frozen_challenger_endpoint and not self.model.frozen_challenger:
+            raise ValueError("model.frozen_challenger_endpoint needs model.frozen_challenger "
+                             "(the served model's name)")
+        if self.model.frozen_challenger and self.trainer.train_roles == "both":
+            raise ValueError("a frozen challenger does not train: set trainer.train_roles to "
+                             "'reasoner'")
+        return self
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Set ``dotted.key=value`` in ``data`` (the value parsed as a YAML scalar)."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {assignment!r} is not of the form dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({error})"
+                          ) from None
+    *parents, last = key.split(".")
+    node = data
+    for depth, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            where = ".".join(parents[: depth + 1])
+            raise ConfigError(f"override {assignment!r}: {where} is a value, not a section")
+        node = child
+    if last == "name" and parents == ["algorithm"]:
+        # switching algorithm: settings of the previous one would be unknown keys
+        node.clear()
+    node[last] = value
+
+
+def build_config(data: Mapping[str, Any] | None, overrides: Sequence[str] = (),
+                 source: str = "<config>") -> TrainConfig:
+    """Validate ``data`` (plus overrides) into a :class:`TrainConfig`."""
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    merged: dict[str, Any] = _plain(data or {})
+    for assignment in overrides:
+        apply_override(merged, assignment)
+    algorithm = merged.get("algorithm")
+    if isinstance(algorithm, dict):
+        algorithm.setdefault("name", "drgrpo")  # settings without a name tune the default
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_explain(error, source)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()
+                ) -> TrainConfig:
+    """Read a YAML file (or start from the defaults with ``None``) and apply overrides."""
+    if path is None:
+        return build_config({}, overrides)
+    file = Path(path)
+    try:
+        text = file.read_text("utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config {file}: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file}: not valid YAML ({error})") from None
+    return build_config(data, overrides, source=str(file))
+
+
+def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k): _plain(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} problem(s)"]
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]
+                    if not (isinstance(part, str) and part in ("drgrpo", "grpo", "ppo"))]
+        key = ".".join(location) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
+    return "\n".join(lines)

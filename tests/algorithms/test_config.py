@@ -1,0 +1,66 @@
+"""Training configurations: defaults, YAML, overrides and the messages for bad ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from algorithms.config import ConfigError, TrainConfig, build_config, load_config
+from algorithms.grpo import GRPOConfig
+
+
+def test_defaults_follow_the_paper() -> None:
+    config = load_config(None)
+    assert config.algorithm.name == "drgrpo" and config.algorithm.clip_eps == 0.2
+    assert config.algorithm.beta == 0.0 and config.optimizer.lr == 1e-6
+    assert config.game.group_size == 8 and config.challenger.temperature == 1.0
+    assert config.reasoner.temperature == 1.0 and config.trainer.iterations == 640
+
+
+def test_yaml_and_dotted_overrides(tmp_path: Path) -> None:
+    file = tmp_path / "run.yaml"
+    file.write_text("rollout:\n  batch_size: 4\n  attempts: 6\ngame:\n  group_size: 4\n"
+                    "algorithm:\n  name: drgrpo\n  loss_normaliser: 256\n")
+    config = load_config(file, ["trainer.iterations=20", "algorithm.name=grpo",
+                                "algorithm.beta=0.04", "rollout.corpus=embedded:general",
+                                "game.challenger_reward=absolute_zero"])
+    assert isinstance(config.algorithm, GRPOConfig) and config.algorithm.beta == 0.04
+    assert config.trainer.iterations == 20 and config.rollout.batch_size == 4
+    assert config.rollout.corpus == "embedded:general"
+    assert config.game.challenger_reward == "absolute_zero"
+    assert TrainConfig.model_validate(config.model_dump()) == config  # round trip
+
+
+@pytest.mark.parametrize(("data", "overrides", "message"), [
+    ({"trainer": {"iterashuns": 3}}, [], "trainer.iterashuns: unknown key"),
+    ({}, ["trainer.iterations=0"], "trainer.iterations: Input should be greater than or equal"),
+    ({}, ["algorithm.clip_eps=2"], "algorithm.clip_eps: Input should be less than 1"),
+    ({}, ["algorithm.name=sac"], "does not match any of the expected tags"),
+    ({}, ["optimizer.lr=fast"], "optimizer.lr: Input should be a valid number"),
+    ({}, ["rollout.attempts=4"], "rollout.attempts (N=4) must be at least game.group_size"),
+    ({}, ["model.frozen_challenger=big-model"], "set trainer.train_roles to 'reasoner'"),
+    ({"surprise": {}}, [], "surprise: unknown key"),
+])
+def test_bad_configs_name_the_key(data: dict[str, object], overrides: list[str],
+                                  message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        build_config(data, overrides)
+    assert message in str(error.value)
+
+
+def test_bad_overrides_and_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"dotted\.key=value"):
+        build_config({}, ["trainer.iterations"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        build_config({}, ["trainer.iterations=5", "trainer.iterations.x=1"])
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("trainer: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        load_config(listed)
