@@ -111,10 +111,20 @@ class OpenAIBackend:
 
     def _one(self, prompt: Sequence[int] | ChatPrompt, sampling: SamplingConfig, n: int
              ) -> list[Generation]:
+        """``n`` samples of one prompt; servers that return fewer choices are asked again."""
+        found: list[Generation] = []
+        for attempt in range(n):
+            found += self._request(prompt, sampling, n - len(found), attempt)
+            if len(found) >= n:
+                return found
+        raise EndpointError(f"{self.base_url}: asked {n} times for {n} choices, got {len(found)}")
+
+    def _request(self, prompt: Sequence[int] | ChatPrompt, sampling: SamplingConfig, n: int,
+                 attempt: int) -> list[Generation]:
         body: dict[str, Any] = {"model": self.model, "n": n, "temperature": sampling.temperature,
                                 "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens}
         if sampling.seed is not None:
-            body["seed"] = sampling.seed
+            body["seed"] = sampling.seed + attempt
         if self.api == "chat":
             if not isinstance(prompt, ChatPrompt):
                 raise TypeError("api='chat' generates from ChatPrompt objects")
@@ -211,11 +221,12 @@ def _retry_after(error: urllib.error.HTTPError) -> float:
 
 
 def _choices(reply: Any, n: int) -> list[Mapping[str, Any]]:
-    """The ``n`` choices of a reply, in index order; anything else is an :class:`EndpointError`."""
+    """Up to ``n`` choices of a reply, in index order (some servers ignore ``n`` and send one);
+    anything else is an :class:`EndpointError`."""
     choices = reply.get("choices") if isinstance(reply, Mapping) else None
     if not isinstance(choices, list) or not all(isinstance(c, Mapping) for c in choices):
         raise EndpointError(f"the response has no list of choices: {str(reply)[:200]}")
-    if len(choices) != n:
+    if not choices or len(choices) > n:
         raise EndpointError(f"asked for {n} choices, the response has {len(choices)}")
     return sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int)
                   else 0)

@@ -202,6 +202,27 @@ def test_transient_failures_are_retried_with_retry_after(fake: Callable[[Reply],
     assert [g.text for g in group] == ["q0", "q1"]  # the model's own <question> is taken off
 
 
+def test_a_server_that_ignores_n_is_asked_again(fake: Callable[[Reply], str]) -> None:
+    asked: list[int] = []
+
+    def reply(attempt: int, body: dict[str, Any], headers: dict[str, str]
+              ) -> tuple[int, dict[str, str], bytes]:
+        asked.append(body["n"])
+        return 200, {}, good(1)  # one choice, whatever n was
+
+    (group,) = OpenAIBackend("m", fake(reply)).generate(CHAT, GREEDY, 3)
+    assert len(group) == 3 and asked == [3, 2, 1]
+
+
+def test_empty_or_surplus_choices_are_errors(fake: Callable[[Reply], str]) -> None:
+    url = fake(lambda attempt, body, headers: (200, {}, b'{"choices": []}'))
+    with pytest.raises(EndpointError, match="has 0"):
+        OpenAIBackend("m", url).generate(CHAT, GREEDY, 1)
+    url = fake(lambda attempt, body, headers: (200, {}, good(3)))
+    with pytest.raises(EndpointError, match="asked for 2 choices, the response has 3"):
+        OpenAIBackend("m", url).generate(CHAT, GREEDY, 2)
+
+
 def test_client_errors_are_not_retried_and_the_key_stays_secret(
         fake: Callable[[Reply], str], monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
