@@ -6,6 +6,8 @@
 * :mod:`algorithms.grpo` — GRPO;
 * :mod:`algorithms.ppo` — PPO with a value head and GAE;
 * :mod:`algorithms.logprobs` — log-probabilities of sampled completions, with gradients;
+* :mod:`algorithms.samples` — rollouts to training samples, advantages per role group, the
+  micro-batched loss;
 * :mod:`algorithms.registry` — the algorithms by name and their tagged configurations;
 * :mod:`algorithms.config` — the configuration of a training run (YAML, overrides, errors).
 """

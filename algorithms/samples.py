@@ -1,0 +1,157 @@
+"""From one iteration's rollouts to training samples with advantages, and their loss.
+
+:func:`collect_samples` walks an :class:`spice_env.runner.IterationRollout` and returns one
+:class:`TrainingSample` per trainable completion, grouped as in the paper: the Challenger's G kept
+attempts on a document form one group; the G answers to the document's chosen question form one
+Reasoner group. Samples without token ids (plain strings, or a remote server's chat answers)
+cannot be trained on and are counted instead.
+
+:func:`assign_advantages` runs the algorithm's advantage estimator per role and reports how many
+groups had no reward variance (and drops them when asked). :func:`policy_loss` computes the loss
+in micro-batches, calling ``backward`` on each, so the caller (the Fabric trainer) controls
+gradient accumulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch
+
+from algorithms.base import Algorithm, PolicyBatch
+from algorithms.logprobs import completion_logprobs
+
+Role = Literal["challenger", "reasoner"]
+
+
+@dataclass(frozen=True)
+class TrainingSample:
+    """One completion to learn from."""
+
+    role: Role
+    group: int
+    prompt_ids: tuple[int, ...]
+    completion_ids: tuple[int, ...]
+    old_logprobs: tuple[float, ...]
+    reward: float
+    advantage: float = 0.0
+
+
+@dataclass
+class CollectedSamples:
+    """The trainable samples of an iteration and what could not be used."""
+
+    samples: list[TrainingSample]
+    untrainable: int = 0
+
+
+def _trainable(sample: Any) -> bool:
+    ids = getattr(sample, "completion_ids", None) or ()
+    logprobs = getattr(sample, "logprobs", None) or ()
+    return bool(ids) and bool(getattr(sample, "prompt_ids", None)) and len(logprobs) == len(ids)
+
+
+def collect_samples(rollout: Any, roles: Literal["both", "challenger", "reasoner"] = "both"
+                    ) -> CollectedSamples:
+    """Training samples of ``rollout`` (an ``IterationRollout``), one group per document and
+    role."""
+    out = CollectedSamples(samples=[])
+    group = 0
+    for document in rollout.documents:
+        groups: list[tuple[Role, list[tuple[Any, float]]]] = []
+        if roles in ("both", "challenger"):
+            groups.append(("challenger", [(a.sample, float(a.reward)) for a in document.kept
+                                          if a.reward is not None]))
+        if roles in ("both", "reasoner"):
+            groups.append(("reasoner", [(a.sample, float(a.reward))
+                                        for a in document.reasoner_group]))
+        for role, members in groups:
+            if not members:
+                continue
+            for sample, reward in members:
+                if not _trainable(sample):
+                    out.untrainable += 1
+                    continue
+                out.samples.append(TrainingSample(
+                    role=role, group=group, prompt_ids=tuple(sample.prompt_ids),
+                    completion_ids=tuple(sample.completion_ids),
+                    old_logprobs=tuple(sample.logprobs), reward=reward))
+            group += 1
+    return out
+
+
+@dataclass(frozen=True)
+class AdvantageStats:
+    """Group statistics of one role."""
+
+    groups: int
+    zero_variance_groups: int
+    dropped_samples: int
+
+
+def assign_advantages(samples: Sequence[TrainingSample], algorithm: Algorithm, *,
+                      skip_zero_variance: bool = False
+                      ) -> tuple[list[TrainingSample], dict[str, AdvantageStats]]:
+    """Samples with their advantages (per role, per group) and statistics per role."""
+    result: list[TrainingSample] = []
+    stats: dict[str, AdvantageStats] = {}
+    for role in ("challenger", "reasoner"):
+        members = [s for s in samples if s.role == role]
+        if not members:
+            continue
+        rewards = torch.tensor([s.reward for s in members])
+        found = algorithm.advantages(rewards, [s.group for s in members])
+        dropped = 0
+        for sample, advantage, flat in zip(members, found.advantages.tolist(),
+                                           found.zero_variance.tolist(), strict=True):
+            if flat and skip_zero_variance:
+                dropped += 1
+                continue
+            result.append(replace(sample, advantage=float(advantage)))
+        stats[role] = AdvantageStats(groups=found.groups,
+                                     zero_variance_groups=found.zero_variance_groups,
+                                     dropped_samples=dropped)
+    return result, stats
+
+
+def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algorithm, *,
+                pad_id: int, micro_batch_size: int,
+                backward: Callable[[torch.Tensor], None] | None = None
+                ) -> dict[str, float]:
+    """The algorithm's loss over ``samples`` in micro-batches; ``backward`` is called on each.
+
+    Each micro-batch's loss is weighted by its share of the samples, so the accumulated gradient
+    equals that of one batch holding them all. Returns the summed loss and token-weighted
+    metrics (clip fraction, ratio, entropy, …).
+    """
+    if micro_batch_size < 1:
+        raise ValueError("micro_batch_size must be >= 1")
+    totals: dict[str, float] = {}
+    tokens = 0.0
+    loss_sum = 0.0
+    for start in range(0, len(samples), micro_batch_size):
+        chunk = samples[start:start + micro_batch_size]
+        current = completion_logprobs(model, [s.prompt_ids for s in chunk],
+                                      [s.completion_ids for s in chunk], pad_id)
+        old = torch.zeros_like(current.logprobs)
+        for row, sample in enumerate(chunk):
+            old[row, : len(sample.old_logprobs)] = torch.tensor(sample.old_logprobs)
+        batch = PolicyBatch(logprobs=current.logprobs, old_logprobs=old, mask=current.mask,
+                            advantages=torch.tensor([s.advantage for s in chunk],
+                                                    device=current.logprobs.device))
+        loss, metrics = algorithm.loss(batch)
+        weighted = loss * (len(chunk) / len(samples))
+        if backward is not None:
+            backward(weighted)
+        loss_sum += float(weighted.detach())
+        chunk_tokens = float(current.mask.sum())
+        metrics["entropy"] = float((current.entropy.sum() / max(chunk_tokens, 1.0)).detach())
+        for key, value in metrics.items():
+            if key != "tokens":
+                totals[key] = totals.get(key, 0.0) + value * chunk_tokens
+        tokens += chunk_tokens
+    out = {key: value / max(tokens, 1.0) for key, value in totals.items()}
+    out.update(loss=loss_sum, tokens=tokens)
+    return out
