@@ -22,6 +22,7 @@ import torch
 
 from algorithms.base import Algorithm, PolicyBatch
 from algorithms.logprobs import completion_logprobs
+from algorithms.ppo import PPO, gae
 
 Role = Literal["challenger", "reasoner"]
 
@@ -37,6 +38,9 @@ class TrainingSample:
     old_logprobs: tuple[float, ...]
     reward: float
     advantage: float = 0.0
+    token_advantages: tuple[float, ...] | None = None  # PPO: GAE per completion token
+    old_values: tuple[float, ...] | None = None  # PPO: value predictions before the update
+    returns: tuple[float, ...] | None = None  # PPO: value targets
 
 
 @dataclass
@@ -116,31 +120,81 @@ def assign_advantages(samples: Sequence[TrainingSample], algorithm: Algorithm, *
     return result, stats
 
 
+@torch.no_grad()
+def prepare_ppo(model: Any, value_head: torch.nn.Module, samples: Sequence[TrainingSample],
+                algorithm: PPO, *, pad_id: int, micro_batch_size: int
+                ) -> list[TrainingSample]:
+    """Samples with PPO's old values, GAE advantages (whitened over the whole batch when the
+    configuration says so) and returns, computed before the update."""
+    prepared: list[TrainingSample] = []
+    for start in range(0, len(samples), micro_batch_size):
+        chunk = samples[start:start + micro_batch_size]
+        current = completion_logprobs(model, [s.prompt_ids for s in chunk],
+                                      [s.completion_ids for s in chunk], pad_id,
+                                      with_hidden=True)
+        assert current.hidden is not None
+        values = value_head(current.hidden).float() * current.mask
+        rewards = torch.tensor([s.reward for s in chunk], device=values.device)
+        advantages, returns = gae(rewards, values, current.mask, algorithm.config.gamma,
+                                  algorithm.config.lam)
+        for row, sample in enumerate(chunk):
+            n = len(sample.completion_ids)
+            prepared.append(replace(sample, old_values=tuple(values[row, :n].tolist()),
+                                    token_advantages=tuple(advantages[row, :n].tolist()),
+                                    returns=tuple(returns[row, :n].tolist())))
+    if algorithm.config.whiten_advantages:
+        flat = torch.tensor([a for s in prepared for a in (s.token_advantages or ())])
+        if flat.numel() > 1:
+            mean, std = flat.mean(), flat.std(unbiased=False)
+            prepared = [replace(s, token_advantages=tuple(
+                ((torch.tensor(s.token_advantages) - mean) / (std + 1e-8)).tolist()))
+                for s in prepared]
+    return prepared
+
+
+def _padded(rows: Sequence[Sequence[float]], like: torch.Tensor) -> torch.Tensor:
+    out = torch.zeros_like(like)
+    for row, values in enumerate(rows):
+        out[row, : len(values)] = torch.tensor(list(values), dtype=like.dtype)
+    return out
+
+
 def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algorithm, *,
                 pad_id: int, micro_batch_size: int,
-                backward: Callable[[torch.Tensor], None] | None = None
-                ) -> dict[str, float]:
+                backward: Callable[[torch.Tensor], None] | None = None,
+                value_head: torch.nn.Module | None = None) -> dict[str, float]:
     """The algorithm's loss over ``samples`` in micro-batches; ``backward`` is called on each.
 
-    Each micro-batch's loss is weighted by its share of the samples, so the accumulated gradient
-    equals that of one batch holding them all. Returns the summed loss and token-weighted
-    metrics (clip fraction, ratio, entropy, …).
+    Each micro-batch's loss is weighted by its share of the samples, so for Dr. GRPO and GRPO
+    the accumulated gradient equals that of one batch holding them all (PPO's token mean is
+    then taken per micro-batch). Returns the summed loss and token-weighted
+    metrics (clip fraction, ratio, entropy, …). PPO needs ``value_head`` and samples from
+    :func:`prepare_ppo`.
     """
     if micro_batch_size < 1:
         raise ValueError("micro_batch_size must be >= 1")
+    is_ppo = isinstance(algorithm, PPO)
+    if is_ppo and (value_head is None or any(s.token_advantages is None for s in samples)):
+        raise ValueError("PPO needs a value_head and samples prepared by prepare_ppo")
     totals: dict[str, float] = {}
     tokens = 0.0
     loss_sum = 0.0
     for start in range(0, len(samples), micro_batch_size):
         chunk = samples[start:start + micro_batch_size]
         current = completion_logprobs(model, [s.prompt_ids for s in chunk],
-                                      [s.completion_ids for s in chunk], pad_id)
-        old = torch.zeros_like(current.logprobs)
-        for row, sample in enumerate(chunk):
-            old[row, : len(sample.old_logprobs)] = torch.tensor(sample.old_logprobs)
+                                      [s.completion_ids for s in chunk], pad_id,
+                                      with_hidden=is_ppo)
+        like = current.logprobs.detach()
+        old = _padded([s.old_logprobs for s in chunk], like)
         batch = PolicyBatch(logprobs=current.logprobs, old_logprobs=old, mask=current.mask,
                             advantages=torch.tensor([s.advantage for s in chunk],
-                                                    device=current.logprobs.device))
+                                                    device=like.device))
+        if is_ppo:
+            assert value_head is not None and current.hidden is not None
+            batch.advantages = _padded([s.token_advantages or () for s in chunk], like)
+            batch.values = value_head(current.hidden).float() * current.mask
+            batch.old_values = _padded([s.old_values or () for s in chunk], like)
+            batch.returns = _padded([s.returns or () for s in chunk], like)
         loss, metrics = algorithm.loss(batch)
         weighted = loss * (len(chunk) / len(samples))
         if backward is not None:

@@ -12,11 +12,13 @@ from agents.self_play import SelfPlayAgent
 from agents.tiny import tiny_model
 from algorithms.drgrpo import DrGRPO, DrGRPOConfig
 from algorithms.grpo import GRPO
+from algorithms.ppo import PPO, ValueHead
 from algorithms.samples import (
     TrainingSample,
     assign_advantages,
     collect_samples,
     policy_loss,
+    prepare_ppo,
 )
 from spice_env.runner import SpiceRunner
 from spice_env.verify import Verifier
@@ -87,3 +89,26 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(
     assert metrics["entropy"] > 0 and torch.isfinite(torch.tensor(metrics["loss"]))
     with pytest.raises(ValueError, match="micro_batch_size"):
         policy_loss(model, samples, algorithm, pad_id=0, micro_batch_size=0)
+
+
+def test_ppo_trains_the_policy_and_the_value_head(tiny: tuple[object, object]) -> None:
+    model, tokenizer = tiny
+    head = ValueHead(model.config.hidden_size)  # type: ignore[attr-defined]
+    with torch.no_grad():
+        head.linear.bias.fill_(0.3)  # non-zero predictions, so the value loss is not trivial
+    ppo = PPO()
+    samples = [sample("reasoner", 0, r, c) for r, c in [(1.0, (5, 6, 7)), (0.0, (8, 9))]]
+    samples, _ = assign_advantages(samples, ppo)
+    pad = tokenizer.pad_token_id  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="prepare_ppo"):
+        policy_loss(model, samples, ppo, pad_id=pad, micro_batch_size=2, value_head=head)
+    prepared = prepare_ppo(model, head, samples, ppo, pad_id=pad, micro_batch_size=1)
+    assert [len(s.token_advantages or ()) for s in prepared] == [3, 2]
+    assert prepared[0].old_values == pytest.approx((0.3, 0.3, 0.3))
+    assert prepared[1].returns is not None and prepared[1].returns[-1] == pytest.approx(0.0)
+    model.zero_grad()  # type: ignore[attr-defined]
+    metrics = policy_loss(model, prepared, ppo, pad_id=pad, micro_batch_size=2,
+                          backward=lambda loss: loss.backward(), value_head=head)
+    assert head.linear.weight.grad is not None and float(head.linear.weight.grad.abs().sum()) > 0
+    assert model.model.embed_tokens.weight.grad is not None  # type: ignore[attr-defined]
+    assert metrics["value_loss"] > 0 and torch.isfinite(torch.tensor(metrics["loss"]))
