@@ -17,13 +17,21 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class AlgorithmConfigBase(BaseModel):
-    """Fields every algorithm's configuration has."""
+    """Fields every algorithm's configuration has: the clipped surrogate, the KL penalty and
+    what to do with groups whose rewards are all equal."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    clip_eps: float = Field(default=0.2, gt=0, lt=1, description="PPO clip range ε of the "
+                            "policy ratio.")
+    beta: float = Field(default=0.0, ge=0, description="Weight of the KL penalty to the "
+                        "frozen reference policy (0: no reference model is kept).")
+    skip_zero_variance: bool = Field(default=False, description="Leave out groups whose "
+                                     "rewards are all equal (their advantages are zero).")
 
 
 @dataclass
@@ -121,6 +129,34 @@ def clipped_surrogate(logprobs: torch.Tensor, old_logprobs: torch.Tensor,
     loss = -torch.minimum(unclipped, clipped)
     was_clipped = (clipped < unclipped).float()
     return loss, ratio, was_clipped
+
+
+def penalised_token_losses(batch: PolicyBatch, config: AlgorithmConfigBase
+                           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """Per-token clipped surrogate plus ``beta`` × KL, the float mask, and the step's metrics.
+
+    What the algorithms differ in is only how they aggregate these token losses.
+    """
+    mask = batch.mask.to(batch.logprobs.dtype)
+    per_token, ratio, clipped = clipped_surrogate(batch.logprobs, batch.old_logprobs,
+                                                  batch.token_advantages(), config.clip_eps)
+    if config.beta > 0:
+        if batch.ref_logprobs is None:
+            raise ValueError("beta > 0 needs ref_logprobs in the batch")
+        per_token = per_token + config.beta * kl_to_reference(batch.logprobs,
+                                                              batch.ref_logprobs)
+    return per_token, mask, step_metrics(batch, ratio, clipped, mask)
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``values`` normalised to zero mean and unit variance over the ``mask``ed entries (all
+    when no mask); masked-out entries become 0. One value or none is returned unchanged."""
+    weights = torch.ones_like(values) if mask is None else mask.to(values.dtype)
+    if weights.sum() <= 1:
+        return values
+    mean = masked_mean(values, weights)
+    variance = masked_mean((values - mean) ** 2, weights)
+    return (values - mean) / torch.sqrt(variance + 1e-8) * weights
 
 
 def kl_to_reference(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,8 @@ from algorithms.base import (
     AlgorithmConfigBase,
     GroupAdvantages,
     PolicyBatch,
-    clipped_surrogate,
     group_advantages,
-    kl_to_reference,
-    step_metrics,
+    penalised_token_losses,
 )
 
 
@@ -31,13 +29,8 @@ class DrGRPOConfig(AlgorithmConfigBase):
     """Settings of Dr. GRPO."""
 
     name: Literal["drgrpo"] = "drgrpo"
-    clip_eps: float = Field(default=0.2, gt=0, lt=1, description="PPO clip range ε.")
-    beta: float = Field(default=0.0, ge=0, description="Weight of the KL penalty to the "
-                        "frozen reference policy (0: no reference model is kept).")
     loss_normaliser: int = Field(default=1024, ge=1, description="The constant the summed "
                                  "token losses are divided by: the maximum generation length.")
-    skip_zero_variance: bool = Field(default=False, description="Leave out groups whose "
-                                     "rewards are all equal (their advantages are zero anyway).")
 
 
 class DrGRPO:
@@ -52,15 +45,8 @@ class DrGRPO:
 
     def loss(self, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Summed clipped token losses over (sequences × ``loss_normaliser``)."""
-        mask = batch.mask.to(batch.logprobs.dtype)
-        per_token, ratio, clipped = clipped_surrogate(
-            batch.logprobs, batch.old_logprobs, batch.token_advantages(), self.config.clip_eps)
-        if self.config.beta > 0:
-            if batch.ref_logprobs is None:
-                raise ValueError("beta > 0 needs ref_logprobs in the batch")
-            per_token = per_token + self.config.beta * kl_to_reference(batch.logprobs,
-                                                                       batch.ref_logprobs)
+        per_token, mask, metrics = penalised_token_losses(batch, self.config)
         sequences = max(int(batch.logprobs.shape[0]), 1)
         loss = (per_token * mask).sum() / (sequences * self.config.loss_normaliser)
-        return loss, step_metrics(batch, ratio, clipped, mask)
+        return loss, metrics
 

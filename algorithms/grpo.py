@@ -14,10 +14,8 @@ from algorithms.base import (
     AlgorithmConfigBase,
     GroupAdvantages,
     PolicyBatch,
-    clipped_surrogate,
     group_advantages,
-    kl_to_reference,
-    step_metrics,
+    penalised_token_losses,
 )
 
 
@@ -25,13 +23,8 @@ class GRPOConfig(AlgorithmConfigBase):
     """Settings of GRPO."""
 
     name: Literal["grpo"] = "grpo"
-    clip_eps: float = Field(default=0.2, gt=0, lt=1, description="PPO clip range ε.")
-    beta: float = Field(default=0.0, ge=0, description="Weight of the KL penalty to the "
-                        "frozen reference policy.")
     std_eps: float = Field(default=1e-6, gt=0, description="Added to the group's standard "
                            "deviation before dividing.")
-    skip_zero_variance: bool = Field(default=False, description="Leave out groups whose "
-                                     "rewards are all equal.")
 
 
 class GRPO:
@@ -46,14 +39,7 @@ class GRPO:
 
     def loss(self, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Token-mean per sequence, then mean over sequences."""
-        mask = batch.mask.to(batch.logprobs.dtype)
-        per_token, ratio, clipped = clipped_surrogate(
-            batch.logprobs, batch.old_logprobs, batch.token_advantages(), self.config.clip_eps)
-        if self.config.beta > 0:
-            if batch.ref_logprobs is None:
-                raise ValueError("beta > 0 needs ref_logprobs in the batch")
-            per_token = per_token + self.config.beta * kl_to_reference(batch.logprobs,
-                                                                       batch.ref_logprobs)
+        per_token, mask, metrics = penalised_token_losses(batch, self.config)
         lengths = mask.sum(dim=1).clamp(min=1)
         loss = ((per_token * mask).sum(dim=1) / lengths).mean()
-        return loss, step_metrics(batch, ratio, clipped, mask)
+        return loss, metrics

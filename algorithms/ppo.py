@@ -19,11 +19,10 @@ from algorithms.base import (
     AlgorithmConfigBase,
     GroupAdvantages,
     PolicyBatch,
-    clipped_surrogate,
     group_advantages,
-    kl_to_reference,
     masked_mean,
-    step_metrics,
+    penalised_token_losses,
+    whiten,
 )
 
 
@@ -31,18 +30,13 @@ class PPOConfig(AlgorithmConfigBase):
     """Settings of PPO."""
 
     name: Literal["ppo"] = "ppo"
-    clip_eps: float = Field(default=0.2, gt=0, lt=1, description="Policy clip range ε.")
     gamma: float = Field(default=1.0, ge=0, le=1, description="Discount γ of GAE.")
     lam: float = Field(default=0.95, ge=0, le=1, description="λ of GAE.")
     value_clip: float = Field(default=0.2, gt=0, description="How far a new value prediction "
                               "may move from the old one before its loss is clipped.")
     vf_coef: float = Field(default=0.1, ge=0, description="Weight of the value loss.")
-    beta: float = Field(default=0.0, ge=0, description="Weight of the KL penalty to the "
-                        "frozen reference policy.")
     whiten_advantages: bool = Field(default=True, description="Normalise the token "
                                     "advantages of a batch to zero mean and unit variance.")
-    skip_zero_variance: bool = Field(default=False, description="Leave out groups whose "
-                                     "rewards are all equal.")
 
 
 class ValueHead(nn.Module):
@@ -103,30 +97,20 @@ class PPO:
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """GAE advantages (whitened when configured) and returns."""
         advantages, returns = gae(rewards, values, mask, self.config.gamma, self.config.lam)
-        if self.config.whiten_advantages and mask.sum() > 1:
-            mean = masked_mean(advantages, mask)
-            var = masked_mean((advantages - mean) ** 2, mask)
-            advantages = (advantages - mean) / torch.sqrt(var + 1e-8) * mask
+        if self.config.whiten_advantages:
+            advantages = whiten(advantages, mask)
         return advantages, returns
 
     def loss(self, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Token-mean clipped policy loss plus ``vf_coef`` × clipped value loss."""
         if batch.values is None or batch.old_values is None or batch.returns is None:
             raise ValueError("PPO needs values, old_values and returns in the batch")
-        mask = batch.mask.to(batch.logprobs.dtype)
-        per_token, ratio, clipped = clipped_surrogate(
-            batch.logprobs, batch.old_logprobs, batch.token_advantages(), self.config.clip_eps)
-        if self.config.beta > 0:
-            if batch.ref_logprobs is None:
-                raise ValueError("beta > 0 needs ref_logprobs in the batch")
-            per_token = per_token + self.config.beta * kl_to_reference(batch.logprobs,
-                                                                       batch.ref_logprobs)
+        per_token, mask, metrics = penalised_token_losses(batch, self.config)
         policy_loss = masked_mean(per_token, mask)
         moved = batch.old_values + torch.clamp(batch.values - batch.old_values,
                                                -self.config.value_clip, self.config.value_clip)
         value_loss = 0.5 * masked_mean(torch.maximum((batch.values - batch.returns) ** 2,
                                                      (moved - batch.returns) ** 2), mask)
-        metrics = step_metrics(batch, ratio, clipped, mask)
         metrics.update(policy_loss=float(policy_loss.detach()),
                        value_loss=float(value_loss.detach()))
         return policy_loss + self.config.vf_coef * value_loss, metrics

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from algorithms.base import Algorithm, PolicyBatch
+from algorithms.base import Algorithm, PolicyBatch, whiten
 from algorithms.logprobs import completion_logprobs
 from algorithms.ppo import PPO, gae
 
@@ -96,9 +96,14 @@ class AdvantageStats:
 
 
 def assign_advantages(samples: Sequence[TrainingSample], algorithm: Algorithm, *,
-                      skip_zero_variance: bool = False
+                      skip_zero_variance: bool | None = None
                       ) -> tuple[list[TrainingSample], dict[str, AdvantageStats]]:
-    """Samples with their advantages (per role, per group) and statistics per role."""
+    """Samples with their advantages (per role, per group) and statistics per role.
+
+    ``skip_zero_variance`` defaults to the algorithm configuration's setting.
+    """
+    if skip_zero_variance is None:
+        skip_zero_variance = bool(algorithm.config.skip_zero_variance)
     result: list[TrainingSample] = []
     stats: dict[str, AdvantageStats] = {}
     for role in ("challenger", "reasoner"):
@@ -142,13 +147,12 @@ def prepare_ppo(model: Any, value_head: torch.nn.Module, samples: Sequence[Train
             prepared.append(replace(sample, old_values=tuple(values[row, :n].tolist()),
                                     token_advantages=tuple(advantages[row, :n].tolist()),
                                     returns=tuple(returns[row, :n].tolist())))
-    if algorithm.config.whiten_advantages:
-        flat = torch.tensor([a for s in prepared for a in (s.token_advantages or ())])
-        if flat.numel() > 1:
-            mean, std = flat.mean(), flat.std(unbiased=False)
-            prepared = [replace(s, token_advantages=tuple(
-                ((torch.tensor(s.token_advantages) - mean) / (std + 1e-8)).tolist()))
-                for s in prepared]
+    if algorithm.config.whiten_advantages:  # over the whole batch, not per micro-batch
+        lengths = [len(s.token_advantages or ()) for s in prepared]
+        flat = whiten(torch.tensor([a for s in prepared for a in (s.token_advantages or ())]))
+        pieces = flat.split(lengths)
+        prepared = [replace(s, token_advantages=tuple(piece.tolist()))
+                    for s, piece in zip(prepared, pieces, strict=True)]
     return prepared
 
 

@@ -15,17 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import pytest
 import torch
 
-import spice_env
 from agents.backends.hf import HFBackend
 from agents.backends.openai import EndpointError, OpenAIBackend
 from agents.base import ChatPrompt, SamplingConfig
 from agents.self_play import SelfPlayAgent
 from agents.tiny import save_tiny_model
-from spice_env.verify import Verifier
 
 CHAT = [ChatPrompt(({"role": "user", "content": "What is 6 times 7?"},), "<question>")]
 GREEDY = SamplingConfig(temperature=0, max_new_tokens=12)
@@ -100,23 +97,12 @@ def test_completions_match_transformers(server: str, folder: Path) -> None:
     assert max(abs(a - b) for a, b in zip(ours.logprobs, theirs.logprobs, strict=True)) < 1e-3
 
 
-def test_an_episode_through_gym_make(server: str) -> None:
+def test_an_episode_through_gym_make(
+        server: str, play_random_model_episodes: Callable[[SelfPlayAgent], None]) -> None:
     agent = SelfPlayAgent("openai", "tiny", backend_options={"base_url": server, "prefill": True},
                           challenger=SamplingConfig(max_new_tokens=16, seed=0),
                           reasoner=SamplingConfig(max_new_tokens=8, n=4, seed=1))
-    with Verifier(workers=1) as verifier:
-        env = gym.make(spice_env.ENV_ID, corpus="embedded:math", group_size=4,
-                       prompt_style="compact", verifier=verifier)
-        obs, _ = env.reset(seed=0)
-        _, reward, terminated, _, info = env.step(agent.act(obs))
-        assert terminated and reward == -0.1 and info["invalid_reason"]  # random text
-        obs, _ = env.reset(seed=1)
-        obs, _, terminated, _, info = env.step(
-            '{"question": "What is 6 times 7?", "answer": "42", "answer_type": "integer"}')
-        answers = agent.act(obs, info)
-        assert isinstance(answers, list) and len(answers) == 4
-        _, _, terminated, _, info = env.step(answers)
-        assert terminated and len(info["rewards"]["reasoner"]) == 4
+    play_random_model_episodes(agent)
 
 
 def test_an_unknown_model_is_a_clear_error(server: str) -> None:

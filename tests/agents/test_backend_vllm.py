@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import gymnasium as gym
 import pytest
 import torch
 
-import spice_env
 from agents.backends.hf import HFBackend
 from agents.backends.vllm import VLLMBackend
 from agents.base import Agent, SamplingConfig
 from agents.self_play import SelfPlayAgent
 from agents.tiny import save_tiny_model
-from spice_env.verify import Verifier
 
 pytest.importorskip("vllm")
 
@@ -118,22 +115,10 @@ def test_a_prompt_too_long_gets_empty_completions(engine: VLLMBackend) -> None:
     assert [(g.completion_ids, g.finish_reason) for g in outs[1]] == [((), "length")] * 2
 
 
-def test_plays_full_episodes_through_gym_make(agent: SelfPlayAgent) -> None:
+def test_plays_full_episodes_through_gym_make(
+        agent: SelfPlayAgent, play_random_model_episodes: Callable[[SelfPlayAgent], None]) -> None:
     assert isinstance(agent, Agent)
-    with Verifier(workers=1) as verifier:
-        env = gym.make(spice_env.ENV_ID, corpus="embedded:math", group_size=4,
-                       prompt_style="compact", verifier=verifier)
-        obs, _ = env.reset(seed=0)
-        _, reward, terminated, _, info = env.step(agent.act(obs))
-        assert terminated and reward == -0.1 and info["invalid_reason"]  # random text
-        obs, _ = env.reset(seed=1)
-        obs, _, terminated, _, info = env.step(
-            '{"question": "What is 6 times 7?", "answer": "42", "answer_type": "integer"}')
-        assert not terminated
-        answers = agent.act(obs, info)
-        assert isinstance(answers, list) and len(answers) == 4
-        _, _, terminated, _, info = env.step(answers)
-        assert terminated and len(info["rewards"]["reasoner"]) == 4
+    play_random_model_episodes(agent)
 
 
 def test_weight_update_changes_outputs_and_keeps_parity(engine: VLLMBackend,
