@@ -105,6 +105,7 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     loaded_at = time.perf_counter()
     dtype = torch.float32 if method in ("naive", "vllm") else torch.bfloat16
+    model: Any = None  # the transformers module (not for vllm)
     if method == "vllm":
         from agents.backends.vllm import VLLMBackend
 
@@ -135,8 +136,7 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
         began = time.perf_counter()
         engine.generate(reasoners[:1], SamplingConfig(temperature=1.0, max_new_tokens=8), 1)
         result["warmup_s"] = round(time.perf_counter() - began, 1)
-    stop_ids = stop_token_ids(getattr(locals().get("model"), "generation_config", None),
-                              tokenizer)
+    stop_ids = stop_token_ids(getattr(model, "generation_config", None), tokenizer)
     total_tokens, total_s = 0, 0.0
     for name, prompts, n in phases:
         if not prompts:
