@@ -208,3 +208,48 @@ class GarbageChallenger:
     def generate(self, observations: Sequence[Observation], n: int) -> list[list[str]]:
         """``n`` malformed outputs per observation."""
         return [[self.act(obs) for _ in range(n)] for obs in observations]
+
+
+class ScriptedTextAgent:
+    """A learning agent's samples with scripted texts: for testing training code with tiny models.
+
+    A tiny random model never writes a parsable question, so every Challenger reward equals
+    ``rho`` and nothing is learned. This wrapper keeps what the wrapped agent sampled (prompt
+    ids, completion ids, log-probabilities) and replaces the *text* of some samples: a Challenger
+    sample becomes a valid :class:`OracleChallenger` task with probability ``p_valid``; every
+    Reasoner sample becomes a :class:`NoisyReasoner` answer (right with probability
+    ``p_correct``). Rewards then vary within groups and the loss has a gradient.
+
+    Draws are seeded from the wrapped agent's role seeds (``agent.sampling[role].seed``), so a
+    run whose sampling seeds are fixed per iteration replays exactly.
+    """
+
+    def __init__(self, agent: Any, p_valid: float = 0.5, p_correct: float = 0.5) -> None:
+        self.agent = agent
+        self.p_valid = p_valid
+        self.p_correct = p_correct
+        self.answer_key = AnswerKey()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.agent, name)
+
+    def generate(self, observations: Sequence[Observation], n: int | None = None
+                 ) -> list[list[Any]]:
+        """The wrapped agent's samples for ``observations``, texts replaced as described."""
+        from dataclasses import replace
+
+        samples = self.agent.generate(observations, n)
+        if not observations:
+            return samples
+        role = "challenger" if observations[0].get("role") == "challenger" else "reasoner"
+        seed = self.agent.sampling[role].seed
+        rng = np.random.default_rng(seed)
+        if role == "challenger":
+            oracle = OracleChallenger(seed=int(rng.integers(2**31)), answer_key=self.answer_key)
+            return [[replace(s, text=oracle.act(obs)) if rng.random() < self.p_valid else s
+                     for s in row] for obs, row in zip(observations, samples, strict=True)]
+        reasoner = NoisyReasoner(self.p_correct, seed=int(rng.integers(2**31)),
+                                 answer_key=self.answer_key)
+        return [[replace(s, text=text) for s, text in
+                 zip(row, reasoner.act(obs, n=len(row)), strict=True)]
+                for obs, row in zip(observations, samples, strict=True)]

@@ -75,6 +75,8 @@ class OptimizerConfig(_Section):
     betas: tuple[float, float] = Field(default=(0.9, 0.999), description="AdamW betas.")
     grad_clip: float | None = Field(default=1.0, gt=0, description="Gradient norm clip "
                                     "(None: no clipping).")
+    warmup_iterations: int = Field(default=0, ge=0, description="Iterations of linear "
+                                   "learning-rate warm-up before the constant rate.")
 
 
 LoggerName = Literal["csv", "tensorboard", "wandb"]
@@ -113,6 +115,19 @@ class TrainerConfig(_Section):
                             "at the end).")
     loggers: list[LoggerName] = Field(default_factory=_default_loggers,
                                       description="Metric loggers.")
+    wandb_project: str = Field(default="spice-env", description="The W&B project when "
+                               "'wandb' is among the loggers.")
+    keep_checkpoints: int = Field(default=2, ge=1, description="How many of the newest "
+                                  "checkpoints to keep.")
+    log_rollouts: bool = Field(default=True, description="Write every iteration's questions, "
+                               "answers and rewards to rollouts.jsonl.")
+    progress: bool = Field(default=True, description="Show a progress bar on rank 0.")
+    overwrite: bool = Field(default=False, description="Start afresh in an output_dir that "
+                            "holds an earlier run, deleting its checkpoints, metrics and "
+                            "rollouts (otherwise such a start is refused; --resume continues "
+                            "it).")
+    export_model: bool = Field(default=True, description="Save the trained model and "
+                               "tokenizer as a transformers folder (model/) at the end.")
 
 
 class TrainConfig(_Section):

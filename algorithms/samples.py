@@ -15,6 +15,7 @@ gradient accumulation.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -166,43 +167,62 @@ def _padded(rows: Sequence[Sequence[float]], like: torch.Tensor) -> torch.Tensor
 def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algorithm, *,
                 pad_id: int, micro_batch_size: int,
                 backward: Callable[[torch.Tensor], None] | None = None,
-                value_head: torch.nn.Module | None = None) -> dict[str, float]:
+                value_head: torch.nn.Module | None = None, reference: Any | None = None,
+                batch_total: int | None = None,
+                chunk_context: Callable[[int, int], AbstractContextManager[Any]] | None = None
+                ) -> dict[str, float]:
     """The algorithm's loss over ``samples`` in micro-batches; ``backward`` is called on each.
 
-    Each micro-batch's loss is weighted by its share of the samples, so for Dr. GRPO and GRPO
-    the accumulated gradient equals that of one batch holding them all (PPO's token mean is
-    then taken per micro-batch). Returns the summed loss and token-weighted
-    metrics (clip fraction, ratio, entropy, …). PPO needs ``value_head`` and samples from
-    :func:`prepare_ppo`.
+    Each micro-batch's loss is weighted by its share of the samples (of ``batch_total`` when
+    given: the whole step's count when the samples are one data-parallel rank's part), so for
+    Dr. GRPO and GRPO the accumulated gradient equals that of one batch holding them all (PPO's
+    token mean is then taken per micro-batch). Returns the summed loss and token-weighted
+    metrics (clip fraction, ratio, entropy, KL, …).
+
+    Args:
+        value_head: PPO's value head; PPO also needs samples from :func:`prepare_ppo`.
+        reference: a frozen model whose log-probabilities feed the KL penalty (``beta > 0``).
+        chunk_context: ``chunk_context(index, count)`` wraps each micro-batch's forward and
+            backward (the trainer skips gradient synchronisation on all but the last).
     """
     if micro_batch_size < 1:
         raise ValueError("micro_batch_size must be >= 1")
+    if algorithm.config.beta > 0 and reference is None:
+        raise ValueError(f"beta={algorithm.config.beta} needs a reference model")
+    total = batch_total if batch_total is not None else len(samples)
+    count = -(-len(samples) // micro_batch_size)
     is_ppo = isinstance(algorithm, PPO)
     if is_ppo and (value_head is None or any(s.token_advantages is None for s in samples)):
         raise ValueError("PPO needs a value_head and samples prepared by prepare_ppo")
     totals: dict[str, float] = {}
     tokens = 0.0
     loss_sum = 0.0
-    for start in range(0, len(samples), micro_batch_size):
+    for index, start in enumerate(range(0, len(samples), micro_batch_size)):
         chunk = samples[start:start + micro_batch_size]
-        current = completion_logprobs(model, [s.prompt_ids for s in chunk],
-                                      [s.completion_ids for s in chunk], pad_id,
-                                      with_hidden=is_ppo)
-        like = current.logprobs.detach()
-        old = _padded([s.old_logprobs for s in chunk], like)
-        batch = PolicyBatch(logprobs=current.logprobs, old_logprobs=old, mask=current.mask,
-                            advantages=torch.tensor([s.advantage for s in chunk],
-                                                    device=like.device))
-        if is_ppo:
-            assert value_head is not None and current.hidden is not None
-            batch.advantages = _padded([s.token_advantages or () for s in chunk], like)
-            batch.values = value_head(current.hidden).float() * current.mask
-            batch.old_values = _padded([s.old_values or () for s in chunk], like)
-            batch.returns = _padded([s.returns or () for s in chunk], like)
-        loss, metrics = algorithm.loss(batch)
-        weighted = loss * (len(chunk) / len(samples))
-        if backward is not None:
-            backward(weighted)
+        with chunk_context(index, count) if chunk_context is not None else nullcontext():
+            current = completion_logprobs(model, [s.prompt_ids for s in chunk],
+                                          [s.completion_ids for s in chunk], pad_id,
+                                          with_hidden=is_ppo)
+            like = current.logprobs.detach()
+            old = _padded([s.old_logprobs for s in chunk], like)
+            batch = PolicyBatch(logprobs=current.logprobs, old_logprobs=old, mask=current.mask,
+                                advantages=torch.tensor([s.advantage for s in chunk],
+                                                        device=like.device))
+            if reference is not None:
+                with torch.no_grad():
+                    batch.ref_logprobs = completion_logprobs(
+                        reference, [s.prompt_ids for s in chunk],
+                        [s.completion_ids for s in chunk], pad_id).logprobs.to(like.device)
+            if is_ppo:
+                assert value_head is not None and current.hidden is not None
+                batch.advantages = _padded([s.token_advantages or () for s in chunk], like)
+                batch.values = value_head(current.hidden).float() * current.mask
+                batch.old_values = _padded([s.old_values or () for s in chunk], like)
+                batch.returns = _padded([s.returns or () for s in chunk], like)
+            loss, metrics = algorithm.loss(batch)
+            weighted = loss * (len(chunk) / total)
+            if backward is not None:
+                backward(weighted)
         loss_sum += float(weighted.detach())
         chunk_tokens = float(current.mask.sum())
         metrics["entropy"] = float((current.entropy.sum() / max(chunk_tokens, 1.0)).detach())

@@ -6,6 +6,8 @@ Subcommands:
   corpus with the embedded default model in both roles (or with scripted agents,
   ``--agent scripted``), printing each question, gold answer, the Reasoner's answers and the
   rewards;
+* ``spice train --config <yaml> [dotted.key=value ...] [--resume]`` — SPICE self-play training
+  (:func:`algorithms.trainer.train`); the run folder is ``trainer.output_dir``;
 * ``spice assets`` — download and prepare the embedded offline assets.
 """
 
@@ -107,6 +109,35 @@ def _scripted_player(args: argparse.Namespace) -> Any:
     return play
 
 
+def _train(args: argparse.Namespace) -> int:
+    require_ours("agents")
+    require_ours("algorithms")
+    from algorithms.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from algorithms.trainer import train
+
+    try:
+        summary = train(config, resume=args.resume)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped; continue with --resume", file=sys.stderr)
+        return 130
+    if summary.history:
+        last = summary.history[-1]
+        shown = ["challenger/valid_rate", "challenger/frontier_share", "challenger/reward",
+                 "reasoner/reward", "reasoner/boxed_rate", "time/iteration"]
+        print(f"{summary.iterations} iterations in {summary.output_dir}; last: "
+              + ", ".join(f"{key} {last[key]:.3f}" for key in shown if key in last))
+    return 0
+
+
 def _assets(args: argparse.Namespace) -> int:
     from spice_env.assets import prepare_all
 
@@ -136,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the scripted Reasoner's chance of answering right")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+    train = sub.add_parser("train", help="SPICE self-play training from a YAML config")
+    train.add_argument("--config", default=None,
+                       help="a YAML file (configs/cpu-demo.yaml, ...); defaults when omitted")
+    train.add_argument("overrides", nargs="*", metavar="dotted.key=value",
+                       help="settings over the file's, e.g. trainer.iterations=20")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in trainer.output_dir from its last checkpoint")
+    train.set_defaults(func=_train)
     assets = sub.add_parser("assets", help="download and prepare the embedded assets")
     assets.set_defaults(func=_assets)
     return parser

@@ -1,0 +1,166 @@
+"""What a training run leaves in its folder: metrics, rollouts, plots.
+
+* ``metrics.jsonl`` — one JSON object per iteration (rank 0), the source of the plots and of a
+  resumed run's history;
+* the Fabric loggers' files — ``logs/metrics.csv`` (CSV) and ``tensorboard/`` (TensorBoard), and a
+  W&B run when asked for;
+* ``rollouts.jsonl`` (``rollouts.rank<r>.jsonl`` per rank in data-parallel runs) — every
+  document's Challenger outputs, questions, gold answers, Reasoner answers, correctness and
+  rewards;
+* ``plots/curves.png`` — the main curves, drawn at the end.
+
+A resumed run first cuts both JSONL files back to the checkpoint's iteration (a killed run may
+have logged iterations past its last checkpoint) and replays the kept history into the loggers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+PLOTS_DIR = "plots"
+
+PLOTTED: tuple[tuple[str, str], ...] = (
+    ("challenger/reward", "Challenger reward"),
+    ("challenger/valid_rate", "valid question rate"),
+    ("challenger/frontier_share", "share of questions with 0 < p < 1"),
+    ("challenger/pass_rate", "Reasoner pass rate on kept questions"),
+    ("reasoner/reward", "Reasoner reward"),
+    ("reasoner/boxed_rate", "Reasoner boxed-answer rate"),
+    ("train/loss", "loss"),
+    ("train/entropy", "entropy"),
+    ("train/clip_fraction", "clip fraction"),
+    ("time/iteration", "seconds per iteration"),
+)
+
+
+def rollouts_file(output_dir: Path, rank: int, world_size: int) -> Path:
+    """This rank's rollouts file."""
+    name = "rollouts.jsonl" if world_size == 1 else f"rollouts.rank{rank}.jsonl"
+    return output_dir / name
+
+
+def truncate_jsonl(path: Path, last_iteration: int) -> int:
+    """Keep the records of ``path`` whose ``iteration`` is at most ``last_iteration``; return how
+    many were kept. Unreadable lines (a write cut off by a kill) are dropped."""
+    if not path.exists():
+        return 0
+    kept: list[str] = []
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and int(record.get("iteration", 0)) <= last_iteration:
+            kept.append(line)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text("".join(f"{line}\n" for line in kept), "utf-8")
+    os.replace(temporary, path)
+    return len(kept)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a file, one per line (unreadable lines skipped)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def append_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Append records, one JSON object per line, flushed to disk."""
+    with path.open("a", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics with NaN/inf dropped (an empty mean is NaN; loggers get only numbers)."""
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+
+
+def rollout_records(rollout: Any, iteration: int, rank: int) -> list[dict[str, Any]]:
+    """One JSON-ready record per document of an ``IterationRollout``."""
+    records = []
+    for document in rollout.documents:
+        attempts = []
+        for index, attempt in enumerate(document.attempts):
+            task = attempt.task
+            attempts.append({
+                "output": attempt.text,
+                "valid": attempt.parse.valid,
+                "invalid_reason": attempt.parse.reason,
+                "kept": attempt.kept,
+                "question": task.reasoner_question() if task else None,
+                "gold": task.answer if task else None,
+                "answer_type": task.answer_type if task else None,
+                "pass_rate": attempt.pass_rate,
+                "reward": attempt.reward,
+                "reasoner_group": index == document.reasoner_choice,
+                "answers": [{"text": a.text, "extracted": a.verdict.extracted,
+                             "outcome": a.verdict.outcome, "correct": a.verdict.correct,
+                             "reward": a.reward} for a in attempt.answers],
+            })
+        records.append({"iteration": iteration, "rank": rank,
+                        "document_id": document.document.id,
+                        "source": document.document.source,
+                        "task_format": document.task_format, "attempts": attempts})
+    return records
+
+
+def plot_curves(history: Sequence[Mapping[str, Any]], folder: Path) -> Path | None:
+    """Draw the main curves of ``history`` (metrics.jsonl records) into ``folder/curves.png``."""
+    shown = [(key, title) for key, title in PLOTTED
+             if any(_number(r.get(key)) is not None for r in history)]
+    if not shown:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 2
+    rows = math.ceil(len(shown) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(11, 2.8 * rows), squeeze=False)
+    for axis, (key, title) in zip(axes.flat, shown, strict=False):
+        points = [(int(r["iteration"]), _number(r.get(key))) for r in history
+                  if _number(r.get(key)) is not None]
+        xs, ys = zip(*points, strict=True)
+        axis.plot(xs, ys, marker="o" if len(xs) < 30 else None, linewidth=1.2)
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("iteration", fontsize=8)
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(shown):]:
+        axis.axis("off")
+    figure.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "curves.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None

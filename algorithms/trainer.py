@@ -1,0 +1,811 @@
+"""The SPICE trainer: Algorithm 1 on Lightning Fabric.
+
+:func:`train` is the entry point (``spice train`` calls it): it builds a
+:class:`lightning.fabric.Fabric` from the ``trainer`` section, launches the processes, then
+:meth:`SpiceTrainer.setup` loads the policy, the generation backend, the corpus runner and the
+optimiser (or a checkpoint with ``resume=True``) and :meth:`SpiceTrainer.fit` runs the iterations.
+
+One iteration on each rank:
+
+1. B documents of this rank's corpus shard × N Challenger attempts are generated and parsed; G are
+   kept per document with the valid:invalid ratio of the N;
+2. every kept valid question gets G Reasoner answers (the document is never shown), verified by
+   Math-Verify in worker processes; the Challenger's rewards follow from the pass rates;
+3. one valid question per document gives the Reasoner's group of G answers;
+4. advantages per role group; the algorithm's loss in micro-batches with gradient accumulation
+   (gradients are synchronised across ranks once, on the last micro-batch); clipping; one
+   optimiser step;
+5. the new weights reach the generation backend: nothing to do when it generates with the
+   trained module itself, an in-place copy into the generation copy (mixed precision) or into the
+   vLLM engine otherwise.
+
+Metrics are gathered to rank 0 and logged; the state (model, optimiser, scheduler, iteration,
+RNGs, corpus sampler) is saved atomically every ``trainer.save_every`` iterations and at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agents.base import Generation, SamplingConfig
+from agents.self_play import SelfPlayAgent
+from algorithms.config import ConfigError, TrainConfig
+from algorithms.ppo import PPO, ValueHead
+from algorithms.registry import make_algorithm
+from algorithms.runlog import (
+    METRICS_FILE,
+    PLOTS_DIR,
+    append_jsonl,
+    finite,
+    plot_curves,
+    read_jsonl,
+    rollout_records,
+    rollouts_file,
+    truncate_jsonl,
+)
+from algorithms.samples import (
+    TrainingSample,
+    assign_advantages,
+    collect_samples,
+    policy_loss,
+    prepare_ppo,
+)
+from spice_env.runner import (
+    ChallengerAttempt,
+    DocumentRollout,
+    IterationRollout,
+    ReasonerAnswer,
+    SpiceRunner,
+)
+
+CHECKPOINTS_DIR = "checkpoints"
+LAST_POINTER = "last"
+MIXED = ("bf16-mixed", "16-mixed")
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto`` becomes ``bf16-mixed`` on GPUs and on CPUs with bf16 units, else ``32-true``.
+
+    Mixed precision keeps float32 master weights: with the paper's learning rate of 1e-6 an update
+    is far below bfloat16's resolution, so pure bf16 weights (``bf16-true``) would barely move.
+    """
+    if precision != "auto":
+        return precision
+    from agents.models import cpu_has_bf16_units
+
+    on_gpu = accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu or (accelerator != "mps" and cpu_has_bf16_units()) \
+        else "32-true"
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype matrix products run in under ``precision``."""
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return torch.float32
+
+
+def make_fabric(config: TrainConfig) -> Any:
+    """A :class:`lightning.fabric.Fabric` for the ``trainer`` section, with its loggers."""
+    from lightning.fabric import Fabric
+
+    section = config.trainer
+    return Fabric(accelerator=section.accelerator, strategy=section.strategy,
+                  devices=section.devices, num_nodes=section.num_nodes,
+                  precision=resolve_precision(section.precision, section.accelerator),  # type: ignore[arg-type]
+                  loggers=_loggers(config))
+
+
+def _loggers(config: TrainConfig) -> list[Any]:
+    section = config.trainer
+    out = Path(section.output_dir)
+    loggers: list[Any] = []
+    for name in dict.fromkeys(section.loggers):
+        if name == "csv":
+            from lightning.fabric.loggers import CSVLogger
+
+            loggers.append(CSVLogger(root_dir=str(out), name="logs", version=""))
+        elif name == "tensorboard":
+            from lightning.fabric.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(root_dir=str(out), name="tensorboard", version=""))
+        elif name == "wandb":
+            try:
+                from lightning.pytorch.loggers import WandbLogger
+            except ImportError as error:
+                raise ConfigError("trainer.loggers: 'wandb' needs the wandb package "
+                                  f"(pip install wandb): {error}") from None
+            loggers.append(WandbLogger(project=section.wandb_project, save_dir=str(out),
+                                       name=out.name))
+    return loggers
+
+
+@dataclass
+class RunSummary:
+    """What :meth:`SpiceTrainer.fit` leaves behind.
+
+    Attributes:
+        output_dir: the run folder.
+        iterations: iterations completed (including those of a resumed run).
+        history: the per-iteration metrics (rank 0; empty on other ranks).
+        checkpoint: the last checkpoint written.
+        plot: the curves' PNG (rank 0).
+    """
+
+    output_dir: Path
+    iterations: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    plot: Path | None = None
+
+
+class _TrainingState:
+    """Everything of a run that is not a module or an optimiser, as one stateful object."""
+
+    def __init__(self, trainer: SpiceTrainer) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "iteration": self.trainer.iteration,
+            "runner": self.trainer.runner.state_dict(),
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "world_size": self.trainer.fabric.world_size,
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        world = self.trainer.fabric.world_size
+        if int(state.get("world_size", world)) != world:
+            raise ValueError(f"the checkpoint was written by {state['world_size']} processes; "
+                             f"this run has {world} (each owns a corpus shard)")
+        self.trainer.iteration = int(state["iteration"])
+        self.trainer.runner.load_state_dict(state["runner"])
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+class SpiceTrainer:
+    """Shared-weight SPICE self-play training on one Fabric (any number of processes).
+
+    Args:
+        config: the run.
+        fabric: a launched Fabric; :func:`train` makes one from ``config.trainer``.
+        agent_wrapper: wraps the trained :class:`~agents.self_play.SelfPlayAgent` before it
+            plays (to filter, log or script what it generates); the wrapper must keep the
+            agent's ``generate(observations, n)`` contract.
+    """
+
+    def __init__(self, config: TrainConfig, fabric: Any,
+                 agent_wrapper: Callable[[SelfPlayAgent], Any] | None = None) -> None:
+        self.config = config
+        self.fabric = fabric
+        self.agent_wrapper = agent_wrapper
+        self.output_dir = Path(config.trainer.output_dir)
+        self.precision = resolve_precision(config.trainer.precision,
+                                           config.trainer.accelerator)
+        self.algorithm = make_algorithm(config.algorithm)
+        self.iteration = 0
+        self._ready = False
+        self._summary_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, resume: bool = False) -> None:
+        """Load the policy, backends, runner and optimiser; with ``resume`` restore the last
+        checkpoint of ``trainer.output_dir``."""
+        from agents.models import load_model
+
+        cfg, fabric = self.config, self.fabric
+        self._check_setup()
+        fabric.seed_everything(cfg.trainer.seed, verbose=False)
+        if fabric.global_rank == 0:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        fabric.barrier()
+        train_dtype = torch.bfloat16 if self.precision == "bf16-true" else torch.float32
+        loaded = load_model(cfg.model.name, dtype=train_dtype, device="cpu",
+                            trust_remote_code=cfg.model.trust_remote_code)
+        self.tokenizer = loaded.tokenizer
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
+        module = loaded.model
+        if cfg.trainer.lora_rank:
+            module = _with_lora(module, cfg.trainer.lora_rank)
+        if cfg.trainer.activation_checkpointing:
+            module.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.reference = None
+        if self.algorithm.config.beta > 0:
+            self.reference = copy.deepcopy(module).to(fabric.device, compute_dtype(
+                self.precision)).eval().requires_grad_(False)
+        self.model = fabric.setup_module(module)
+        self.value_head = None
+        if isinstance(self.algorithm, PPO):
+            fabric.seed_everything(cfg.trainer.seed, verbose=False)
+            self.value_head = fabric.setup_module(ValueHead(loaded.model.config.hidden_size))
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        if self.value_head is not None:
+            parameters += list(self.value_head.parameters())
+        opt = cfg.optimizer
+        optimizer = torch.optim.AdamW(parameters, lr=opt.lr, betas=opt.betas,
+                                      weight_decay=opt.weight_decay)
+        self.optimizer = fabric.setup_optimizers(optimizer)
+        warmup = opt.warmup_iterations
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)) if warmup else 1.0)
+        self._setup_generation(loaded.source)
+        self.runner = SpiceRunner(
+            cfg.rollout.corpus if isinstance(cfg.rollout.corpus, str)
+            else list(cfg.rollout.corpus),
+            batch_size=cfg.rollout.batch_size, attempts=cfg.rollout.attempts,
+            seed=cfg.trainer.seed, max_tokens=cfg.rollout.max_document_tokens,
+            tokenizer=self.tokenizer, rank=fabric.global_rank, world_size=fabric.world_size,
+            **{name: getattr(cfg.game, name) for name in type(cfg.game).model_fields})
+        self.state = _TrainingState(self)
+        if resume:
+            self._resume()
+        else:
+            self._start_fresh()
+        if fabric.global_rank == 0:
+            (self.output_dir / "config.yaml").write_text(_config_yaml(cfg), "utf-8")
+        fabric.barrier()
+        self._ready = True
+
+    def _start_fresh(self) -> None:
+        """Refuse to mix a new run into an earlier one's folder unless ``trainer.overwrite``."""
+        earlier = self.latest_checkpoint() is not None or (
+            self.output_dir / METRICS_FILE).exists()
+        if earlier and not self.config.trainer.overwrite:
+            raise ConfigError(f"{self.output_dir} holds an earlier run: continue it with "
+                              "--resume, or set trainer.overwrite=true to start afresh "
+                              "(its checkpoints, metrics and rollouts are deleted), or choose "
+                              "another trainer.output_dir")
+        self.fabric.barrier()
+        if self.fabric.global_rank == 0:
+            _remove(self.checkpoint_dir())
+            _remove(self.output_dir / METRICS_FILE)
+            _remove(self.output_dir / "ranks.jsonl")
+            for old in self.output_dir.glob("rollouts*.jsonl"):
+                _remove(old)
+        self.fabric.barrier()
+
+    def _check_setup(self) -> None:
+        cfg = self.config
+        if cfg.trainer.strategy == "fsdp" and cfg.model.backend == "hf":
+            raise ConfigError("trainer.strategy=fsdp shards the weights, so generation cannot "
+                              "share the trained module: set model.backend=vllm")
+        if cfg.trainer.lora_rank and isinstance(self.algorithm, PPO):
+            raise ConfigError("trainer.lora_rank: PPO's value head is not supported with LoRA")
+
+    def _setup_generation(self, source: str) -> None:
+        """The agent playing both roles (and the frozen Challenger, when there is one)."""
+        cfg, fabric = self.config, self.fabric
+        original = self.model.module
+        dtype = compute_dtype(self.precision)
+        self.shares_module = False
+        if cfg.model.backend == "hf":
+            from agents.backends.hf import HFBackend
+
+            if self.precision in MIXED:  # generate in the compute dtype from a synced copy
+                generator = copy.deepcopy(original).to(dtype).eval().requires_grad_(False)
+            else:
+                generator, self.shares_module = original, True
+            backend: Any = HFBackend(generator, self.tokenizer, **cfg.model.backend_options)
+        else:
+            from agents.backends.vllm import VLLMBackend
+
+            options = {"seed": cfg.trainer.seed + fabric.global_rank,
+                       **cfg.model.backend_options}
+            dtype_name = str(dtype).removeprefix("torch.") if fabric.device.type == "cuda" \
+                else None  # the backend's CPU default (float32) is the one known to be right
+            backend = VLLMBackend(source, dtype=dtype_name,
+                                  trust_remote_code=cfg.model.trust_remote_code, **options)
+            if cfg.trainer.lora_rank:  # the engine starts from the base weights plus zero deltas
+                backend.update_weights(self._export_weights())
+        self.agent = SelfPlayAgent(backend, challenger=cfg.challenger, reasoner=cfg.reasoner,
+                                   template=cfg.model.template)
+        self.player: Any = self.agent_wrapper(self.agent) if self.agent_wrapper else self.agent
+        self.frozen: SelfPlayAgent | None = None
+        if cfg.model.frozen_challenger:
+            if cfg.model.frozen_challenger_endpoint:
+                self.frozen = SelfPlayAgent(
+                    "openai", cfg.model.frozen_challenger, challenger=cfg.challenger,
+                    template=cfg.model.template,
+                    backend_options={"base_url": cfg.model.frozen_challenger_endpoint})
+            else:
+                device = "cuda" if fabric.device.type == "cuda" else "cpu"
+                self.frozen = SelfPlayAgent(
+                    "hf", cfg.model.frozen_challenger, challenger=cfg.challenger,
+                    template=cfg.model.template, dtype=dtype, device=device,
+                    trust_remote_code=cfg.model.trust_remote_code)
+
+    # ------------------------------------------------------------------ resume
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / CHECKPOINTS_DIR
+
+    def latest_checkpoint(self) -> Path | None:
+        """The checkpoint the ``last`` pointer names, if any."""
+        pointer = self.checkpoint_dir() / LAST_POINTER
+        if not pointer.exists():
+            return None
+        path = self.checkpoint_dir() / pointer.read_text("utf-8").strip()
+        return path if path.exists() else None
+
+    def _stateful(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"model": self.model, "optimizer": self.optimizer,
+                                 "scheduler": self.scheduler, "training": self.state}
+        if self.value_head is not None:
+            state["value_head"] = self.value_head
+        return state
+
+    def _resume(self) -> None:
+        path = self.latest_checkpoint()
+        if path is None:
+            raise FileNotFoundError(f"nothing to resume: {self.checkpoint_dir()} has no "
+                                    "checkpoint (run without --resume to start)")
+        self.fabric.load(path, self._stateful(), weights_only=False)
+        self._sync_weights()
+        rank, world = self.fabric.global_rank, self.fabric.world_size
+        truncate_jsonl(rollouts_file(self.output_dir, rank, world), self.iteration)
+        if rank == 0:
+            kept = truncate_jsonl(self.output_dir / METRICS_FILE, self.iteration)
+            for record in read_jsonl(self.output_dir / METRICS_FILE)[:kept]:
+                step = int(record.pop("iteration"))
+                self.fabric.log_dict(finite(record), step=step)
+        self.fabric.print(f"resumed {path.name} at iteration {self.iteration}")
+
+    # ------------------------------------------------------------------ fit
+    def fit(self) -> RunSummary:
+        """Run until ``trainer.iterations``; checkpoint every ``save_every`` and at the end."""
+        if not self._ready:
+            raise RuntimeError("call setup() before fit()")
+        cfg, fabric = self.config, self.fabric
+        total = cfg.trainer.iterations
+        progress = _Progress(total, self.iteration,
+                             enabled=cfg.trainer.progress and fabric.global_rank == 0)
+        try:
+            with progress:
+                while self.iteration < total:
+                    metrics = self.run_iteration()
+                    self.iteration += 1
+                    if fabric.global_rank == 0:
+                        append_jsonl(self.output_dir / METRICS_FILE,
+                                     [{"iteration": self.iteration, **finite(metrics)}])
+                        fabric.log_dict(finite(metrics), step=self.iteration)
+                    progress.advance(metrics)
+                    if self.iteration % cfg.trainer.save_every == 0 or self.iteration == total:
+                        self.save_checkpoint()
+        except KeyboardInterrupt:
+            fabric.print(f"interrupted: saving iteration {self.iteration}")
+            self.save_checkpoint()
+            raise
+        finally:
+            for logger in fabric.loggers:
+                logger.finalize("success")
+        summary = RunSummary(self.output_dir, self.iteration,
+                             checkpoint=self._summary_checkpoint)
+        if fabric.global_rank == 0:
+            summary.history = read_jsonl(self.output_dir / METRICS_FILE)
+            summary.plot = plot_curves(summary.history, self.output_dir / PLOTS_DIR)
+        if cfg.trainer.export_model:
+            self.export_model(self.output_dir / "model")
+        return summary
+
+    # ------------------------------------------------------------------ one iteration
+    def run_iteration(self) -> dict[str, float]:
+        """One iteration of Algorithm 1 on every rank; the gathered metrics (rank 0 logs them)."""
+        cfg, fabric = self.config, self.fabric
+        timer = _Timer()
+        self._seed_sampling()
+        self.model.eval()
+        generated: Counter[str] = Counter()
+        challenger = self.frozen or self.player
+
+        def role_generate(agent: Any, role: str) -> Any:
+            def generate(observations: Sequence[Any], n: int) -> list[list[Generation]]:
+                with timer.phase("generate"), self._generation_context(agent):
+                    out = agent.generate(observations, n)
+                generated[role] += sum(len(g.completion_ids) for row in out for g in row)
+                generated[f"{role}_samples"] += sum(len(row) for row in out)
+                generated[f"{role}_truncated"] += sum(g.finish_reason == "length"
+                                                      for row in out for g in row)
+                return out
+            return generate
+
+        with timer.phase("rollout"):
+            rollout = self.runner.run(role_generate(challenger, "challenger"),
+                                      role_generate(self.player, "reasoner"))
+        if cfg.trainer.log_rollouts:
+            append_jsonl(rollouts_file(self.output_dir, fabric.global_rank, fabric.world_size),
+                         rollout_records(rollout, self.iteration + 1, fabric.global_rank))
+        collected = collect_samples(rollout, roles=cfg.trainer.train_roles)
+        samples, stats = assign_advantages(collected.samples, self.algorithm)
+        counts = self._gather([len(samples)])
+        batch_total = sum(c[0] for c in counts)
+        with timer.phase("train"):
+            train_metrics = self._update(samples, batch_total)
+        with timer.phase("sync"):
+            self._sync_weights()
+        local = {
+            "rollout": _light(rollout),
+            "zero": {role: (s.groups, s.zero_variance_groups, s.dropped_samples)
+                     for role, s in stats.items()},
+            "train": train_metrics,
+            "generated": dict(generated),
+            "untrainable": collected.untrainable,
+            "trained_tokens": sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples),
+            "times": timer.totals(),
+        }
+        return _merge(self._gather(local), self.config.game.group_size,
+                      lr=self.optimizer.param_groups[0]["lr"])
+
+    def _seed_sampling(self) -> None:
+        """Per-iteration, per-rank, per-role sampling seeds: a resumed run samples the same."""
+        for agent in filter(None, (self.agent, self.frozen)):
+            for index, role in enumerate(("challenger", "reasoner")):
+                seed = np.random.SeedSequence(
+                    [self.config.trainer.seed, self.iteration, self.fabric.global_rank, index]
+                ).generate_state(1)[0]
+                current: SamplingConfig = agent.sampling[role]  # type: ignore[index]
+                agent.sampling[role] = current.model_copy(update={"seed": int(seed)})  # type: ignore[index]
+
+    def _generation_context(self, agent: Any) -> AbstractContextManager[Any]:
+        if agent is self.player and self.shares_module:
+            context: AbstractContextManager[Any] = self.fabric.autocast()
+            return context
+        return nullcontext()
+
+    def _update(self, samples: list[TrainingSample], batch_total: int) -> dict[str, float]:
+        """Micro-batched loss and backward, clipping and one optimiser step."""
+        cfg, fabric = self.config, self.fabric
+        self.optimizer.zero_grad(set_to_none=True)
+        if batch_total == 0:  # no rank has anything to learn from: no step
+            return {}
+        self.model.train()
+        if self.value_head is not None and samples:
+            assert isinstance(self.algorithm, PPO)
+            with fabric.autocast():
+                samples = prepare_ppo(self.model.module, self.value_head.module, samples,
+                                      self.algorithm, pad_id=self.pad_id,
+                                      micro_batch_size=cfg.trainer.micro_batch_size)
+        world = fabric.world_size
+        modules = [m for m in (self.model, self.value_head) if m is not None]
+
+        def chunk_context(index: int, count: int) -> AbstractContextManager[Any]:
+            stack = ExitStack()
+            for module in modules:  # synchronise gradients on the last micro-batch only
+                stack.enter_context(fabric.no_backward_sync(module, enabled=index < count - 1))
+            return stack
+
+        if samples:
+            metrics = policy_loss(self.model, samples, self.algorithm, pad_id=self.pad_id,
+                                  micro_batch_size=cfg.trainer.micro_batch_size,
+                                  backward=lambda loss: fabric.backward(loss * world),
+                                  value_head=self.value_head, reference=self.reference,
+                                  batch_total=batch_total, chunk_context=chunk_context)
+        else:  # take part in the gradient all-reduce with a zero contribution
+            metrics = {}
+            self._zero_backward()
+        if cfg.optimizer.grad_clip is not None:
+            norm = fabric.clip_gradients(self.model, self.optimizer,
+                                         max_norm=cfg.optimizer.grad_clip)
+            if norm is not None:
+                metrics["grad_norm"] = float(norm)
+            if self.value_head is not None:
+                fabric.clip_gradients(self.value_head, self.optimizer,
+                                      max_norm=cfg.optimizer.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.model.eval()
+        return metrics
+
+    def _zero_backward(self) -> None:
+        from algorithms.logprobs import completion_logprobs
+
+        found = completion_logprobs(self.model, [[self.pad_id]], [[self.pad_id]], self.pad_id,
+                                    with_hidden=self.value_head is not None)
+        loss = found.logprobs.sum() * 0.0
+        if self.value_head is not None and found.hidden is not None:
+            loss = loss + self.value_head(found.hidden).sum() * 0.0
+        self.fabric.backward(loss)
+
+    # ------------------------------------------------------------------ weights
+    def _export_weights(self) -> list[tuple[str, torch.Tensor]]:
+        """The policy's weights under transformers names (LoRA deltas merged in)."""
+        original = self.model.module
+        if self.config.trainer.lora_rank:
+            return _merged_lora_weights(original)
+        return [(name, p.detach()) for name, p in original.named_parameters()]
+
+    def _sync_weights(self) -> None:
+        if self.shares_module:
+            return
+        with torch.no_grad():
+            if self.config.trainer.lora_rank and self.config.model.backend == "hf":
+                self.agent.backend.update_weights(
+                    [(n, p.detach()) for n, p in self.model.module.named_parameters()])
+            else:
+                self.agent.backend.update_weights(self._export_weights())
+
+    def export_model(self, folder: Path) -> Path | None:
+        """Save the policy (LoRA merged) and tokenizer as a transformers folder (rank 0)."""
+        if self.fabric.global_rank != 0:
+            self.fabric.barrier()
+            return None
+        original = self.model.module
+        if self.config.trainer.lora_rank:
+            original = original.merge_and_unload() if hasattr(original, "merge_and_unload") \
+                else original
+        temporary = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(temporary, ignore_errors=True)
+        original.save_pretrained(temporary)
+        self.tokenizer.save_pretrained(temporary)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(temporary, folder)
+        self.fabric.barrier()
+        return folder
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """Write the state atomically: to a temporary name, renamed, then the ``last`` pointer
+        updated; older checkpoints beyond ``keep_checkpoints`` are removed."""
+        fabric = self.fabric
+        folder = self.checkpoint_dir()
+        name = f"iter-{self.iteration:06d}.ckpt"
+        final, temporary = folder / name, folder / (name + ".tmp")
+        if fabric.global_rank == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+            _remove(temporary)
+        fabric.barrier()
+        fabric.save(temporary, self._stateful())
+        if fabric.global_rank == 0:
+            _remove(final)
+            os.replace(temporary, final)
+            pointer = folder / (LAST_POINTER + ".tmp")
+            pointer.write_text(name, "utf-8")
+            os.replace(pointer, folder / LAST_POINTER)
+            existing = sorted(p for p in folder.glob("iter-*.ckpt"))
+            for old in existing[: -self.config.trainer.keep_checkpoints]:
+                _remove(old)
+        fabric.barrier()
+        self._summary_checkpoint = final
+        return final
+
+    def close(self) -> None:
+        """Release the generation engines and the verifier's workers."""
+        self.runner.close()
+        self.agent.close()
+        if self.frozen is not None:
+            self.frozen.close()
+
+    def parameter_checksum(self) -> float:
+        """The sum of all trained parameters (float64), to compare ranks."""
+        with torch.no_grad():
+            return float(sum(p.detach().double().sum() for p in self.model.parameters()))
+
+    # ------------------------------------------------------------------ distributed
+    def _gather(self, obj: Any) -> list[Any]:
+        if self.fabric.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.fabric.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def train(config: TrainConfig, *, resume: bool = False,
+          agent_wrapper: Callable[[SelfPlayAgent], Any] | None = None) -> RunSummary:
+    """Set up Fabric, launch its processes and run :class:`SpiceTrainer` (``setup`` → ``fit``).
+
+    With ``resume`` the run continues from the last checkpoint of ``trainer.output_dir``;
+    ``agent_wrapper`` is passed to :class:`SpiceTrainer`.
+    """
+    fabric = make_fabric(config)
+    fabric.launch()
+    trainer = SpiceTrainer(config, fabric, agent_wrapper=agent_wrapper)
+    try:
+        trainer.setup(resume=resume)
+        summary = trainer.fit()
+        if fabric.world_size > 1:
+            sums = trainer._gather(trainer.parameter_checksum())
+            spread = max(sums) - min(sums)
+            fabric.print(f"parameter checksums of the {len(sums)} ranks differ by {spread:.3g}")
+            if fabric.global_rank == 0:
+                append_jsonl(trainer.output_dir / "ranks.jsonl",
+                             [{"iteration": trainer.iteration, "parameter_checksums": sums}])
+        return summary
+    finally:
+        if getattr(trainer, "_ready", False):
+            trainer.close()
+
+
+# ---------------------------------------------------------------------- helpers
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - begin
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = dict(self.seconds)
+        out["verify"] = max(0.0, out.get("rollout", 0.0) - out.get("generate", 0.0))
+        out["iteration"] = time.perf_counter() - self.start
+        out.pop("rollout", None)
+        return out
+
+
+class _Progress:
+    """A rich progress bar with the latest key numbers (rank 0)."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool) -> None:
+        self.enabled = enabled
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(TextColumn("[bold]spice train"), BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(),
+                                TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+            self.task = self.bar.add_task("train", total=total, completed=done, status="")
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def advance(self, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        shown = [("valid", "challenger/valid_rate"), ("0<p<1", "challenger/frontier_share"),
+                 ("R_c", "challenger/reward"), ("R_r", "reasoner/reward"),
+                 ("s/it", "time/iteration")]
+        status = "  ".join(f"{label} {metrics[key]:.2f}" for label, key in shown
+                           if key in metrics and math.isfinite(metrics[key]))
+        self.bar.update(self.task, advance=1, status=status)
+
+
+def _light(rollout: IterationRollout) -> IterationRollout:
+    """The rollout with samples reduced to their text (small enough to gather across ranks)."""
+    documents = []
+    for document in rollout.documents:
+        attempts = [replace(a, sample=a.text, answers=[ReasonerAnswer(r.text, r.verdict, r.reward)
+                                                       for r in a.answers])
+                    for a in document.attempts]
+        documents.append(DocumentRollout(document.document, document.task_format, {},
+                                         attempts, document.reasoner_choice, None))
+    return IterationRollout(documents)
+
+
+def _merge(parts: Sequence[Mapping[str, Any]], group_size: int, *, lr: float
+           ) -> dict[str, float]:
+    """One iteration's metrics over all ranks."""
+    rollout = IterationRollout([d for p in parts for d in p["rollout"].documents])
+    out = rollout.metrics()
+    scored: list[ChallengerAttempt] = [a for d in rollout.documents for a in d.kept
+                                       if a.pass_rate is not None]
+    for k in range(group_size + 1):  # pass-rate histogram: share of questions with k/G correct
+        out[f"pass_rate_hist/{k}of{group_size}"] = (
+            sum(round((a.pass_rate or 0.0) * group_size) == k for a in scored) / len(scored)
+            if scored else float("nan"))
+    for role in ("challenger", "reasoner"):
+        groups = sum(p["zero"].get(role, (0, 0, 0))[0] for p in parts)
+        flat = sum(p["zero"].get(role, (0, 0, 0))[1] for p in parts)
+        out[f"{role}/groups"] = float(groups)
+        out[f"{role}/zero_variance_fraction"] = flat / groups if groups else float("nan")
+        out[f"{role}/dropped_samples"] = float(sum(p["zero"].get(role, (0, 0, 0))[2]
+                                                   for p in parts))
+        samples = sum(p["generated"].get(f"{role}_samples", 0) for p in parts)
+        tokens = sum(p["generated"].get(role, 0) for p in parts)
+        out[f"{role}/completion_tokens"] = tokens / samples if samples else float("nan")
+        out[f"{role}/truncated_rate"] = (sum(p["generated"].get(f"{role}_truncated", 0)
+                                             for p in parts) / samples
+                                         if samples else float("nan"))
+    trained = [p["train"] for p in parts if p["train"].get("tokens")]
+    tokens = sum(t["tokens"] for t in trained)
+    keys = {k for t in trained for k in t} - {"tokens", "loss", "grad_norm"}
+    for key in sorted(keys):
+        out[f"train/{key}"] = sum(t.get(key, 0.0) * t["tokens"] for t in trained) / tokens
+    out["train/loss"] = sum(p["train"].get("loss", 0.0) for p in parts) if trained \
+        else float("nan")
+    norms = [p["train"]["grad_norm"] for p in parts if "grad_norm" in p["train"]]
+    out["train/grad_norm"] = norms[0] if norms else float("nan")
+    out["train/completion_tokens"] = float(tokens)
+    out["train/lr"] = lr
+    out["untrainable_samples"] = float(sum(p["untrainable"] for p in parts))
+    times = {key: max(p["times"].get(key, 0.0) for p in parts)
+             for key in ("generate", "verify", "train", "sync", "iteration")}
+    out.update({f"time/{key}": value for key, value in times.items()})
+    generated = sum(p["generated"].get(r, 0) for p in parts for r in ("challenger", "reasoner"))
+    out["throughput/generated_tokens_per_s"] = generated / times["generate"] \
+        if times["generate"] else float("nan")
+    out["throughput/trained_tokens_per_s"] = (sum(p["trained_tokens"] for p in parts)
+                                              / times["train"]) if times["train"] \
+        else float("nan")
+    return out
+
+
+def _with_lora(module: Any, rank: int) -> Any:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ConfigError("trainer.lora_rank needs peft: pip install 'spice-env[lora]'"
+                          ) from None
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0,
+                        target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(module, config)
+
+
+def _merged_lora_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
+    """Base weights with each LoRA layer's delta added, under the base model's names."""
+    base = model.get_base_model()
+    merged: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for name, module in base.named_modules():
+            if hasattr(module, "base_layer") and hasattr(module, "get_delta_weight"):
+                adapters = [a for a in getattr(module, "active_adapters", []) if
+                            a in getattr(module, "lora_A", {})]
+                weight = module.base_layer.weight.detach().clone()
+                for adapter in adapters:
+                    weight += module.get_delta_weight(adapter).to(weight.dtype)
+                merged[f"{name}.weight"] = weight
+        out = []
+        for name, parameter in base.named_parameters():
+            if "lora_" in name:
+                continue
+            clean = name.replace(".base_layer.", ".")
+            out.append((clean, merged.get(clean, parameter.detach())))
+    return out
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _config_yaml(config: TrainConfig) -> str:
+    import yaml
+
+    data = config.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)
