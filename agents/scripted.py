@@ -221,14 +221,16 @@ class ScriptedTextAgent:
     ``p_correct``). Rewards then vary within groups and the loss has a gradient.
 
     Draws are seeded from the wrapped agent's role seeds (``agent.sampling[role].seed``), so a
-    run whose sampling seeds are fixed per iteration replays exactly.
+    run whose sampling seeds are fixed per iteration replays exactly. Wrappers of two agents
+    (a Challenger and a Reasoner) share one ``answer_key``.
     """
 
-    def __init__(self, agent: Any, p_valid: float = 0.5, p_correct: float = 0.5) -> None:
+    def __init__(self, agent: Any, p_valid: float = 0.5, p_correct: float = 0.5,
+                 answer_key: AnswerKey | None = None) -> None:
         self.agent = agent
         self.p_valid = p_valid
         self.p_correct = p_correct
-        self.answer_key = AnswerKey()
+        self.answer_key = answer_key if answer_key is not None else AnswerKey()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.agent, name)

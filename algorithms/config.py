@@ -59,12 +59,19 @@ class ModelConfig(_Section):
 class RolloutConfig(_Section):
     """What one iteration samples (Algorithm 1's B and N; G is ``game.group_size``)."""
 
-    corpus: str | list[str] = Field(default="embedded:math", description="Corpus spec(s): "
-                                    "'embedded', 'embedded:math', a path, 'hf:<id>'.")
-    batch_size: int = Field(default=8, ge=1, description="B: documents per iteration.")
+    corpus: str | dict[str, float] = Field(default="embedded:math", description="A corpus "
+                                           "spec ('embedded', 'embedded:math', a file or "
+                                           "folder, 'hf:<id>[:split]') or a weighted mixture "
+                                           "{spec: weight}.")
+    batch_size: int = Field(default=8, ge=1, description="B: documents per iteration and "
+                            "process (the global batch is B × processes).")
     attempts: int = Field(default=8, ge=1, description="N: Challenger attempts per document.")
     max_document_tokens: int = Field(default=5992, ge=16, description="Segment length of the "
                                      "corpus documents.")
+    max_records: int | None = Field(default=None, ge=1, description="Read at most this many "
+                                    "records from each hf: dataset (None: all).")
+    text_field: str | None = Field(default=None, description="The record field holding the "
+                                   "text (default: the first of the usual names present).")
 
 
 class OptimizerConfig(_Section):
@@ -202,10 +209,18 @@ def build_config(data: Mapping[str, Any] | None, overrides: Sequence[str] = (),
 
 def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()
                 ) -> TrainConfig:
-    """Read a YAML file (or start from the defaults with ``None``) and apply overrides."""
+    """Read a YAML file (or start from the defaults with ``None``) and apply overrides.
+
+    A file may start from another: a top-level ``extends: other.yaml`` (relative to the file)
+    loads that one first and merges this file's sections over it, key by key.
+    """
     if path is None:
         return build_config({}, overrides)
     file = Path(path)
+    return build_config(_read_yaml(file, ()), overrides, source=str(file))
+
+
+def _read_yaml(file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     try:
         text = file.read_text("utf-8")
     except OSError as error:
@@ -214,7 +229,32 @@ def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{file}: not valid YAML ({error})") from None
-    return build_config(data, overrides, source=str(file))
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{file}: the top level must be a mapping of sections")
+    merged = _plain(data)
+    parent = merged.pop("extends", None)
+    if parent is None:
+        return merged
+    if not isinstance(parent, str):
+        raise ConfigError(f"{file}: extends must be a file name, got {parent!r}")
+    base = (file.parent / parent).resolve()
+    if base in chain or base == file.resolve():
+        raise ConfigError(f"{file}: extends {parent} makes a cycle")
+    return _deep_merge(_read_yaml(base, (*chain, file.resolve())), merged)
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if (isinstance(value, dict) and isinstance(out.get(key), dict)
+                and not (key == "algorithm" and "name" in value
+                         and value["name"] != out[key].get("name"))):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _plain(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -64,6 +65,7 @@ from algorithms.samples import (
     policy_loss,
     prepare_ppo,
 )
+from spice_env.corpus import load_corpus
 from spice_env.runner import (
     ChallengerAttempt,
     DocumentRollout,
@@ -101,6 +103,19 @@ def compute_dtype(precision: str) -> torch.dtype:
     return torch.float32
 
 
+def make_adamw(parameters: list[torch.nn.Parameter], **options: Any) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where every parameter's device and dtype support it (one
+    pass over each tensor instead of several), the multi-tensor one otherwise."""
+    fusable = all(p.device.type in ("cpu", "cuda") and p.dtype in (
+        torch.float32, torch.bfloat16, torch.float16) for p in parameters)
+    if fusable:
+        try:
+            return torch.optim.AdamW(parameters, fused=True, **options)
+        except (RuntimeError, ValueError):
+            pass
+    return torch.optim.AdamW(parameters, **options)
+
+
 def make_fabric(config: TrainConfig) -> Any:
     """A :class:`lightning.fabric.Fabric` for the ``trainer`` section, with its loggers."""
     from lightning.fabric import Fabric
@@ -109,7 +124,31 @@ def make_fabric(config: TrainConfig) -> Any:
     return Fabric(accelerator=section.accelerator, strategy=section.strategy,
                   devices=section.devices, num_nodes=section.num_nodes,
                   precision=resolve_precision(section.precision, section.accelerator),  # type: ignore[arg-type]
-                  loggers=_loggers(config))
+                  loggers=_loggers(config), plugins=[_streaming_checkpoint_io()])
+
+
+def _streaming_checkpoint_io() -> Any:
+    """Checkpoint I/O that writes straight to the file and maps it when reading.
+
+    Fabric's default serialises a whole checkpoint into memory before writing it: for a model
+    with AdamW state that is several GB on top of the training state, enough to run a small
+    machine out of memory. The trainer makes saving atomic itself (temporary name, rename).
+    """
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class StreamingCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                            storage_options: Any | None = None) -> None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(checkpoint, path)
+
+        def load_checkpoint(self, path: Any, map_location: Any = None,
+                            weights_only: bool | None = None) -> dict[str, Any]:
+            loaded: dict[str, Any] = torch.load(path, map_location="cpu", mmap=True,
+                                                weights_only=bool(weights_only))
+            return loaded
+
+    return StreamingCheckpointIO()
 
 
 def _loggers(config: TrainConfig) -> list[Any]:
@@ -194,9 +233,9 @@ class SpiceTrainer:
     Args:
         config: the run.
         fabric: a launched Fabric; :func:`train` makes one from ``config.trainer``.
-        agent_wrapper: wraps the trained :class:`~agents.self_play.SelfPlayAgent` before it
-            plays (to filter, log or script what it generates); the wrapper must keep the
-            agent's ``generate(observations, n)`` contract.
+        agent_wrapper: wraps each generating :class:`~agents.self_play.SelfPlayAgent` (the
+            trained one and a frozen Challenger) before it plays, to filter, log or script what
+            it generates; the wrapper keeps the agent's ``generate(observations, n)`` contract.
     """
 
     def __init__(self, config: TrainConfig, fabric: Any,
@@ -220,6 +259,9 @@ class SpiceTrainer:
 
         cfg, fabric = self.config, self.fabric
         self._check_setup()
+        if resume and self.latest_checkpoint() is None:
+            raise FileNotFoundError(f"nothing to resume: {self.checkpoint_dir()} has no "
+                                    "checkpoint (run without --resume to start)")
         fabric.seed_everything(cfg.trainer.seed, verbose=False)
         if fabric.global_rank == 0:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -249,17 +291,20 @@ class SpiceTrainer:
         if self.value_head is not None:
             parameters += list(self.value_head.parameters())
         opt = cfg.optimizer
-        optimizer = torch.optim.AdamW(parameters, lr=opt.lr, betas=opt.betas,
-                                      weight_decay=opt.weight_decay)
+        optimizer = make_adamw(parameters, lr=opt.lr, betas=opt.betas,
+                               weight_decay=opt.weight_decay)
         self.optimizer = fabric.setup_optimizers(optimizer)
         warmup = opt.warmup_iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)) if warmup else 1.0)
         self._setup_generation(loaded.source)
+        corpus = load_corpus(cfg.rollout.corpus if isinstance(cfg.rollout.corpus, str)
+                             else dict(cfg.rollout.corpus),
+                             max_tokens=cfg.rollout.max_document_tokens,
+                             tokenizer=self.tokenizer, text_field=cfg.rollout.text_field,
+                             limit=cfg.rollout.max_records)
         self.runner = SpiceRunner(
-            cfg.rollout.corpus if isinstance(cfg.rollout.corpus, str)
-            else list(cfg.rollout.corpus),
-            batch_size=cfg.rollout.batch_size, attempts=cfg.rollout.attempts,
+            corpus, batch_size=cfg.rollout.batch_size, attempts=cfg.rollout.attempts,
             seed=cfg.trainer.seed, max_tokens=cfg.rollout.max_document_tokens,
             tokenizer=self.tokenizer, rank=fabric.global_rank, world_size=fabric.world_size,
             **{name: getattr(cfg.game, name) for name in type(cfg.game).model_fields})
@@ -340,6 +385,10 @@ class SpiceTrainer:
                     "hf", cfg.model.frozen_challenger, challenger=cfg.challenger,
                     template=cfg.model.template, dtype=dtype, device=device,
                     trust_remote_code=cfg.model.trust_remote_code)
+        self.frozen_player: Any = None
+        if self.frozen is not None:
+            self.frozen_player = (self.agent_wrapper(self.frozen) if self.agent_wrapper
+                                  else self.frozen)
 
     # ------------------------------------------------------------------ resume
     def checkpoint_dir(self) -> Path:
@@ -371,9 +420,11 @@ class SpiceTrainer:
         truncate_jsonl(rollouts_file(self.output_dir, rank, world), self.iteration)
         if rank == 0:
             kept = truncate_jsonl(self.output_dir / METRICS_FILE, self.iteration)
-            for record in read_jsonl(self.output_dir / METRICS_FILE)[:kept]:
-                step = int(record.pop("iteration"))
-                self.fabric.log_dict(finite(record), step=step)
+            with warnings.catch_warnings():  # the CSV logger rewrites its file: replay it
+                warnings.filterwarnings("ignore", message="Experiment logs directory")
+                for record in read_jsonl(self.output_dir / METRICS_FILE)[:kept]:
+                    step = int(record.pop("iteration"))
+                    self.fabric.log_dict(finite(record), step=step)
         self.fabric.print(f"resumed {path.name} at iteration {self.iteration}")
 
     # ------------------------------------------------------------------ fit
@@ -421,7 +472,7 @@ class SpiceTrainer:
         self._seed_sampling()
         self.model.eval()
         generated: Counter[str] = Counter()
-        challenger = self.frozen or self.player
+        challenger = self.frozen_player or self.player
 
         def role_generate(agent: Any, role: str) -> Any:
             def generate(observations: Sequence[Any], n: int) -> list[list[Generation]]:
@@ -500,14 +551,28 @@ class SpiceTrainer:
             return stack
 
         if samples:
-            metrics = policy_loss(self.model, samples, self.algorithm, pad_id=self.pad_id,
-                                  micro_batch_size=cfg.trainer.micro_batch_size,
-                                  backward=lambda loss: fabric.backward(loss * world),
-                                  value_head=self.value_head, reference=self.reference,
-                                  batch_total=batch_total, chunk_context=chunk_context)
+            # one autocast region around all micro-batches: the bf16 casts of the weights are
+            # made once per step instead of once per micro-batch
+            with fabric.autocast():
+                metrics = self._loss(samples, batch_total, chunk_context)
         else:  # take part in the gradient all-reduce with a zero contribution
             metrics = {}
             self._zero_backward()
+        return self._step(metrics)
+
+    def _loss(self, samples: list[TrainingSample], batch_total: int,
+              chunk_context: Callable[[int, int], AbstractContextManager[Any]]
+              ) -> dict[str, float]:
+        fabric, world = self.fabric, self.fabric.world_size
+        return policy_loss(self.model, samples, self.algorithm, pad_id=self.pad_id,
+                           micro_batch_size=self.config.trainer.micro_batch_size,
+                           backward=lambda loss: fabric.backward(loss * world),
+                           value_head=self.value_head, reference=self.reference,
+                           batch_total=batch_total, chunk_context=chunk_context)
+
+    def _step(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Clip, step the optimiser and the schedule, free the gradients."""
+        cfg, fabric = self.config, self.fabric
         if cfg.optimizer.grad_clip is not None:
             norm = fabric.clip_gradients(self.model, self.optimizer,
                                          max_norm=cfg.optimizer.grad_clip)
@@ -518,6 +583,7 @@ class SpiceTrainer:
                                       max_norm=cfg.optimizer.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)  # no gradient memory while generating
         self.model.eval()
         return metrics
 

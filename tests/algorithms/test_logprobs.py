@@ -39,3 +39,30 @@ def test_empty_completions_and_bad_input() -> None:
     assert float(result.logprobs[0].detach().abs().sum()) == 0.0
     with pytest.raises(ValueError, match="one completion per prompt"):
         completion_logprobs(model, [[1]], [], tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_token_logprobs_match_log_softmax_with_gradients(dtype: torch.dtype,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import algorithms.logprobs as module
+
+    monkeypatch.setattr(module, "ROWS_PER_CHUNK", 3)  # several chunks and a partial one
+    torch.manual_seed(0)
+    base = (torch.randn(7, 50) * 4).to(dtype)
+    targets = torch.randint(0, 50, (7,))
+    weights = torch.randn(7)
+    ours = base.clone().requires_grad_(True)
+    picked, entropy = module.token_logprobs(ours, targets)
+    (picked * weights).sum().backward()
+    reference = base.clone().requires_grad_(True)
+    log_probs = torch.log_softmax(reference.float(), dim=-1)
+    expected = log_probs.gather(1, targets[:, None])[:, 0]
+    (expected * weights).sum().backward()
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(picked, expected, rtol=0, atol=tolerance)
+    torch.testing.assert_close(entropy, -(log_probs.exp() * log_probs).sum(-1), rtol=0,
+                               atol=tolerance)
+    assert ours.grad is not None and reference.grad is not None and ours.grad.dtype == dtype
+    torch.testing.assert_close(ours.grad.float(), reference.grad.float(), rtol=0,
+                               atol=tolerance)
+    assert not entropy.requires_grad

@@ -1,0 +1,259 @@
+"""The Fabric trainer end to end with tiny random models.
+
+A tiny random model never writes a parsable question, so these runs wrap it in
+:class:`agents.scripted.ScriptedTextAgent`: token ids and log-probabilities are the model's own,
+some texts are scripted so that rewards vary within groups and the loss has a gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from agents.scripted import AnswerKey, ScriptedTextAgent
+from agents.tiny import save_tiny_model
+from algorithms.config import ConfigError, TrainConfig, build_config
+from algorithms.runlog import read_jsonl
+from algorithms.trainer import train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+def tiny_config(folder: Path, output: Path, **sections: dict[str, Any]) -> TrainConfig:
+    data: dict[str, Any] = {
+        "model": {"name": str(folder)},
+        "rollout": {"corpus": "embedded:math", "batch_size": 2, "attempts": 4,
+                    "max_document_tokens": 128},
+        "game": {"group_size": 2},
+        "challenger": {"max_new_tokens": 12},
+        "reasoner": {"max_new_tokens": 12, "n": 2},
+        "optimizer": {"lr": 1e-3},
+        "trainer": {"iterations": 2, "output_dir": str(output), "micro_batch_size": 3,
+                    "save_every": 1, "progress": False},
+    }
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return build_config(data)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("algorithm", ["drgrpo", "grpo", "ppo"])
+def test_two_iterations_learn_and_leave_their_files(tiny_folder: Path, tmp_path: Path,
+                                                    algorithm: str) -> None:
+    out = tmp_path / "run"
+    config = tiny_config(tiny_folder, out, algorithm={"name": algorithm})
+    summary = train(config, agent_wrapper=ScriptedTextAgent)
+
+    assert summary.iterations == 2 and len(summary.history) == 2
+    for record in summary.history:
+        assert math.isfinite(record["train/loss"]) and math.isfinite(record["train/entropy"])
+        assert 0.0 <= record["train/clip_fraction"] <= 1.0
+        assert record["challenger/valid_rate"] > 0 and record["reasoner/boxed_rate"] == 1.0
+        for key in ("time/generate", "time/verify", "time/train", "time/sync",
+                    "throughput/generated_tokens_per_s", "challenger/zero_variance_fraction",
+                    "challenger/completion_tokens", "pass_rate_hist/0of2"):
+            assert key in record, key
+    if algorithm == "ppo":
+        assert "train/value_loss" in summary.history[0]
+    before, after = weights(tiny_folder), weights(out / "model")
+    changed = [n for n in before if not torch.equal(before[n], after[n])]
+    assert len(changed) > len(before) // 2  # the update reached most tensors
+
+    assert (out / "logs" / "metrics.csv").read_text().count("\n") == 3  # header + 2
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert (out / "plots" / "curves.png").stat().st_size > 10_000
+    assert (out / "checkpoints" / "last").read_text() == "iter-000002.ckpt"
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.ckpt")) == [
+        "iter-000001.ckpt", "iter-000002.ckpt"]
+    rollouts = read_jsonl(out / "rollouts.jsonl")
+    assert [r["iteration"] for r in rollouts] == [1, 1, 2, 2]
+    attempt = next(a for r in rollouts for a in r["attempts"] if a["kept"] and a["valid"])
+    assert attempt["question"] and attempt["gold"] is not None
+    assert {"text", "extracted", "correct", "reward"} <= set(attempt["answers"][0])
+    assert TrainConfig.model_validate(
+        __import__("yaml").safe_load((out / "config.yaml").read_text())) == config
+
+
+class Killed(Exception):
+    """Stands in for the process being killed mid-iteration."""
+
+
+def killer(after_calls: int) -> Any:
+    calls = {"n": 0}
+
+    def wrap(agent: Any) -> Any:
+        scripted = ScriptedTextAgent(agent)
+        inner = scripted.generate
+
+        def generate(observations: Any, n: Any = None) -> Any:
+            calls["n"] += 1
+            if calls["n"] > after_calls:
+                raise Killed
+            return inner(observations, n)
+
+        scripted.generate = generate  # type: ignore[method-assign]
+        return scripted
+    return wrap
+
+
+def test_resume_continues_a_killed_run_exactly(tiny_folder: Path, tmp_path: Path) -> None:
+    straight = tiny_config(tiny_folder, tmp_path / "straight", trainer={
+        "iterations": 4, "save_every": 2, "precision": "32-true"})
+    train(straight, agent_wrapper=ScriptedTextAgent)
+
+    resumed = tiny_config(tiny_folder, tmp_path / "resumed", trainer={
+        "iterations": 4, "save_every": 2, "precision": "32-true"})
+    with pytest.raises(Killed):  # dies in iteration 3, after the checkpoint of iteration 2
+        train(resumed, agent_wrapper=killer(after_calls=5))
+    run = tmp_path / "resumed"
+    with (run / "metrics.jsonl").open("a") as handle:  # what a kill mid-write leaves
+        handle.write('{"iteration": 3, "challenger/reward": 0.5}\n{"iterat')
+    with (run / "rollouts.jsonl").open("a") as handle:
+        handle.write('{"iteration": 3, "rank": 0, "docu')
+    with pytest.raises(ConfigError, match="--resume"):
+        train(resumed, agent_wrapper=ScriptedTextAgent)  # a fresh start would mix two runs
+    summary = train(resumed, resume=True, agent_wrapper=ScriptedTextAgent)
+
+    assert summary.iterations == 4
+    assert [r["iteration"] for r in summary.history] == [1, 2, 3, 4]
+    documents = [[(r["iteration"], r["document_id"]) for r in
+                  read_jsonl(tmp_path / name / "rollouts.jsonl")]
+                 for name in ("straight", "resumed")]
+    assert documents[0] == documents[1] and len(documents[0]) == 8
+    a = weights(tmp_path / "straight" / "model")
+    b = weights(tmp_path / "resumed" / "model")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6)
+    first = read_jsonl(tmp_path / "straight" / "metrics.jsonl")
+    for x, y in zip(first, summary.history, strict=True):
+        assert x["challenger/reward"] == pytest.approx(y["challenger/reward"])
+        assert x["train/loss"] == pytest.approx(y["train/loss"], abs=1e-6)
+    csv_rows = (run / "logs" / "metrics.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 5  # the history before the kill was replayed into the CSV
+
+
+def test_resume_without_a_checkpoint_says_so(tiny_folder: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_folder, tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(config, resume=True)
+
+
+def test_lora_reference_kl_and_checkpointing(tiny_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lora"
+    config = tiny_config(tiny_folder, out, algorithm={"name": "grpo", "beta": 0.1},
+                         trainer={"lora_rank": 4, "activation_checkpointing": True})
+    summary = train(config, agent_wrapper=ScriptedTextAgent)
+    assert all(math.isfinite(r["train/kl"]) for r in summary.history)
+    before, after = weights(tiny_folder), weights(out / "model")
+    assert set(before) == set(after)  # merged back into plain transformers weights
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_frozen_challenger_trains_only_the_reasoner(tiny_folder: Path, tmp_path: Path) -> None:
+    other = save_tiny_model(tmp_path / "strong", seed=1)
+    config = tiny_config(tiny_folder, tmp_path / "frozen",
+                         model={"frozen_challenger": str(other)},
+                         rollout={"batch_size": 4},
+                         trainer={"train_roles": "reasoner", "iterations": 1})
+    key = AnswerKey()  # the Reasoner's script reads the golds of the frozen Challenger's script
+    summary = train(config, agent_wrapper=lambda agent: ScriptedTextAgent(agent, answer_key=key))
+    record = summary.history[0]
+    assert record["challenger/groups"] == 0  # no Challenger sample was trained on
+    assert record["reasoner/groups"] > record["reasoner/zero_variance_fraction"] * 4
+    before, after = weights(tiny_folder), weights(tmp_path / "frozen" / "model")
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_vllm_backend_receives_the_updated_weights(tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    folder = save_tiny_model(tmp_path / "tiny128", seed=0, hidden=128)
+    config = tiny_config(folder, tmp_path / "vllm", model={
+        "backend": "vllm", "backend_options": {"max_model_len": 1024, "kv_cache_gib": 0.25}},
+        optimizer={"lr": 3e-3}, trainer={"precision": "32-true"})
+    summary = train(config, agent_wrapper=ScriptedTextAgent)
+    second = summary.history[1]
+    # samples of iteration 2 came from the engine after the first update: had the weights not
+    # reached it, the trainer's log-probabilities would have moved away from the engine's
+    assert second["train/ratio_mean"] == pytest.approx(1.0, abs=2e-3)
+    assert second["time/sync"] > 0
+
+
+DDP_SCRIPT = """
+import sys
+from agents.scripted import AnswerKey, ScriptedTextAgent
+from algorithms.config import load_config
+from algorithms.trainer import train
+
+train(load_config(None, sys.argv[1:]), agent_wrapper=ScriptedTextAgent)
+"""
+
+
+def test_ddp_on_two_cpu_processes(tiny_folder: Path, tmp_path: Path) -> None:
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    out = tmp_path / "ddp"
+    overrides = [f"model.name={tiny_folder}", "rollout.batch_size=2", "rollout.attempts=4",
+                 "rollout.max_document_tokens=128", "game.group_size=2",
+                 "challenger.max_new_tokens=12", "reasoner.max_new_tokens=12", "reasoner.n=2",
+                 "optimizer.lr=1e-3", "trainer.iterations=2", f"trainer.output_dir={out}",
+                 "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+                 "trainer.precision=32-true", "trainer.progress=false"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script), *overrides], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = read_jsonl(out / "ranks.jsonl")[0]["parameter_checksums"]
+    assert len(ranks) == 2 and ranks[0] == ranks[1]
+    shards = [{r["document_id"] for r in read_jsonl(out / f"rollouts.rank{k}.jsonl")}
+              for k in (0, 1)]
+    assert shards[0] and shards[1] and not shards[0] & shards[1]
+    history = read_jsonl(out / "metrics.jsonl")
+    assert len(history) == 2
+    assert history[0]["documents_with_reasoner_group"] <= 4  # B=2 per rank, gathered
+    before, after = weights(tiny_folder), weights(out / "model")
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_spice_train_cli_reports_bad_configs(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from spice_cli.main import main
+
+    assert main(["train", "trainer.iterations=0"]) == 2
+    assert "trainer.iterations" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout:\n  batchsize: 4\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "rollout.batchsize: unknown key" in capsys.readouterr().err
+    assert main(["train", f"trainer.output_dir={tmp_path / 'none'}", "--resume",
+                 "model.name=" + str(tmp_path)]) == 2
+
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_shipped_config_validates(path: Path) -> None:
+    from algorithms.config import load_config
+
+    config = load_config(path)
+    assert config.trainer.iterations >= 1
+    assert json.loads(config.model_dump_json())  # serialisable as it is written to runs
