@@ -541,7 +541,6 @@ class SpiceTrainer:
                 samples = prepare_ppo(self.model.module, self.value_head.module, samples,
                                       self.algorithm, pad_id=self.pad_id,
                                       micro_batch_size=cfg.trainer.micro_batch_size)
-        world = fabric.world_size
         modules = [m for m in (self.model, self.value_head) if m is not None]
 
         def chunk_context(index: int, count: int) -> AbstractContextManager[Any]:
