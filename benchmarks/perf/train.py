@@ -77,7 +77,7 @@ def training_step(args: argparse.Namespace) -> dict[str, Any]:
     fabric = Fabric(accelerator="cpu", devices=1, precision=precision)  # type: ignore[arg-type]
     loaded = load_model(args.model, dtype=torch.bfloat16 if precision == "bf16-true"
                         else torch.float32)
-    model = fabric.setup_module(loaded.model)
+    model: Any = fabric.setup_module(loaded.model)
     optimizer: Any = fabric.setup_optimizers(make_adamw(list(model.parameters()), lr=1e-6))
     if args.activation_checkpointing:
         model.module.gradient_checkpointing_enable(
