@@ -1,4 +1,5 @@
-# Two entry points: `make demo` and `make test`. Both create .venv and install everything first.
+# Two entry points: `make demo` (cpu-demo training) and `make test`. Both create .venv and
+# install everything first.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -38,8 +39,11 @@ docs: install
 
 test: lint typecheck unit docs
 
+# SPICE self-play training on this CPU (configs/cpu-demo.yaml, about 20 minutes): metrics,
+# rollouts, checkpoints and plots land in runs/cpu-demo; continue a stopped run with
+# `.venv/bin/spice train --config configs/cpu-demo.yaml --resume`
 demo: install
-	$(BIN)/spice demo
+	$(BIN)/spice train --config configs/cpu-demo.yaml trainer.overwrite=true
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .mypy_cache .ruff_cache .hypothesis

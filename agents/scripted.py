@@ -233,6 +233,8 @@ class ScriptedTextAgent:
         self.answer_key = answer_key if answer_key is not None else AnswerKey()
 
     def __getattr__(self, name: str) -> Any:
+        if name == "agent":  # not set yet (copying, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.agent, name)
 
     def generate(self, observations: Sequence[Observation], n: int | None = None

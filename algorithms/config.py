@@ -246,12 +246,15 @@ def _read_yaml(file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
 
 
 def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Sections merged key by key; a key's value (a corpus mixture, backend options) replaced
+    whole; an algorithm section naming another algorithm replaces the base's."""
     out = dict(base)
     for key, value in top.items():
-        if (isinstance(value, dict) and isinstance(out.get(key), dict)
-                and not (key == "algorithm" and "name" in value
-                         and value["name"] != out[key].get("name"))):
-            out[key] = _deep_merge(out[key], value)
+        section = out.get(key)
+        switches = (key == "algorithm" and isinstance(value, dict) and isinstance(section, dict)
+                    and value.get("name", "drgrpo") != section.get("name", "drgrpo"))
+        if isinstance(value, dict) and isinstance(section, dict) and not switches:
+            out[key] = {**section, **value}
         else:
             out[key] = value
     return out

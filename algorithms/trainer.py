@@ -103,10 +103,13 @@ def compute_dtype(precision: str) -> torch.dtype:
     return torch.float32
 
 
-def make_adamw(parameters: list[torch.nn.Parameter], **options: Any) -> torch.optim.AdamW:
+def make_adamw(parameters: list[torch.nn.Parameter], *, fused: bool = True, **options: Any
+               ) -> torch.optim.AdamW:
     """AdamW with the fused kernel where every parameter's device and dtype support it (one
-    pass over each tensor instead of several), the multi-tensor one otherwise."""
-    fusable = all(p.device.type in ("cpu", "cuda") and p.dtype in (
+    pass over each tensor instead of several) and ``fused`` allows it, the multi-tensor one
+    otherwise. (float16 training needs the unfused one: Fabric unscales its gradients before
+    clipping.)"""
+    fusable = fused and all(p.device.type in ("cpu", "cuda") and p.dtype in (
         torch.float32, torch.bfloat16, torch.float16) for p in parameters)
     if fusable:
         try:
@@ -116,15 +119,17 @@ def make_adamw(parameters: list[torch.nn.Parameter], **options: Any) -> torch.op
     return torch.optim.AdamW(parameters, **options)
 
 
-def make_fabric(config: TrainConfig) -> Any:
-    """A :class:`lightning.fabric.Fabric` for the ``trainer`` section, with its loggers."""
+def make_fabric(config: TrainConfig, resume_iteration: int | None = None) -> Any:
+    """A :class:`lightning.fabric.Fabric` for the ``trainer`` section, with its loggers
+    (TensorBoard drops events after ``resume_iteration`` when a run resumes)."""
     from lightning.fabric import Fabric
 
     section = config.trainer
     return Fabric(accelerator=section.accelerator, strategy=section.strategy,
                   devices=section.devices, num_nodes=section.num_nodes,
                   precision=resolve_precision(section.precision, section.accelerator),  # type: ignore[arg-type]
-                  loggers=_loggers(config), plugins=[_streaming_checkpoint_io()])
+                  loggers=_loggers(config, resume_iteration),
+                  plugins=[_streaming_checkpoint_io()])
 
 
 def _streaming_checkpoint_io() -> Any:
@@ -151,7 +156,7 @@ def _streaming_checkpoint_io() -> Any:
     return StreamingCheckpointIO()
 
 
-def _loggers(config: TrainConfig) -> list[Any]:
+def _loggers(config: TrainConfig, resume_iteration: int | None) -> list[Any]:
     section = config.trainer
     out = Path(section.output_dir)
     loggers: list[Any] = []
@@ -163,7 +168,10 @@ def _loggers(config: TrainConfig) -> list[Any]:
         elif name == "tensorboard":
             from lightning.fabric.loggers import TensorBoardLogger
 
-            loggers.append(TensorBoardLogger(root_dir=str(out), name="tensorboard", version=""))
+            extra: dict[str, Any] = ({} if resume_iteration is None
+                                     else {"purge_step": resume_iteration + 1})
+            loggers.append(TensorBoardLogger(root_dir=str(out), name="tensorboard", version="",
+                                             **extra))
         elif name == "wandb":
             try:
                 from lightning.pytorch.loggers import WandbLogger
@@ -201,17 +209,19 @@ class _TrainingState:
         self.trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "iteration": self.trainer.iteration,
+        """The iteration and every rank's own sampler and RNG states (called on all ranks:
+        rank 0 writes the file, so each rank's part is gathered into it)."""
+        local: dict[str, Any] = {
             "runner": self.trainer.runner.state_dict(),
             "python_rng": random.getstate(),
             "numpy_rng": np.random.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "world_size": self.trainer.fabric.world_size,
         }
         if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        return state
+            local["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return {"iteration": self.trainer.iteration,
+                "world_size": self.trainer.fabric.world_size,
+                "ranks": self.trainer._gather(local)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         world = self.trainer.fabric.world_size
@@ -219,12 +229,13 @@ class _TrainingState:
             raise ValueError(f"the checkpoint was written by {state['world_size']} processes; "
                              f"this run has {world} (each owns a corpus shard)")
         self.trainer.iteration = int(state["iteration"])
-        self.trainer.runner.load_state_dict(state["runner"])
-        random.setstate(state["python_rng"])
-        np.random.set_state(state["numpy_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        local = state["ranks"][self.trainer.fabric.global_rank]
+        self.trainer.runner.load_state_dict(local["runner"])
+        random.setstate(local["python_rng"])
+        np.random.set_state(local["numpy_rng"])
+        torch.set_rng_state(local["torch_rng"])
+        if "cuda_rng" in local and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(local["cuda_rng"])
 
 
 class SpiceTrainer:
@@ -291,8 +302,8 @@ class SpiceTrainer:
         if self.value_head is not None:
             parameters += list(self.value_head.parameters())
         opt = cfg.optimizer
-        optimizer = make_adamw(parameters, lr=opt.lr, betas=opt.betas,
-                               weight_decay=opt.weight_decay)
+        optimizer = make_adamw(parameters, fused=self.precision != "16-mixed", lr=opt.lr,
+                               betas=opt.betas, weight_decay=opt.weight_decay)
         self.optimizer = fabric.setup_optimizers(optimizer)
         warmup = opt.warmup_iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -331,6 +342,8 @@ class SpiceTrainer:
         if self.fabric.global_rank == 0:
             _remove(self.checkpoint_dir())
             _remove(self.output_dir / METRICS_FILE)
+            for logs in ("logs", "tensorboard", PLOTS_DIR, "model"):
+                _remove(self.output_dir / logs)
             _remove(self.output_dir / "ranks.jsonl")
             for old in self.output_dir.glob("rollouts*.jsonl"):
                 _remove(old)
@@ -338,9 +351,10 @@ class SpiceTrainer:
 
     def _check_setup(self) -> None:
         cfg = self.config
-        if cfg.trainer.strategy == "fsdp" and cfg.model.backend == "hf":
-            raise ConfigError("trainer.strategy=fsdp shards the weights, so generation cannot "
-                              "share the trained module: set model.backend=vllm")
+        if cfg.trainer.strategy == "fsdp":
+            raise ConfigError("trainer.strategy=fsdp is not supported yet: the weight sync to "
+                              "the generation engine and the model export need the gathered "
+                              "full parameters; use ddp")
         if cfg.trainer.lora_rank and isinstance(self.algorithm, PPO):
             raise ConfigError("trainer.lora_rank: PPO's value head is not supported with LoRA")
 
@@ -420,11 +434,15 @@ class SpiceTrainer:
         truncate_jsonl(rollouts_file(self.output_dir, rank, world), self.iteration)
         if rank == 0:
             kept = truncate_jsonl(self.output_dir / METRICS_FILE, self.iteration)
+            from lightning.fabric.loggers import CSVLogger
+
+            csv = [logger for logger in self.fabric.loggers if isinstance(logger, CSVLogger)]
             with warnings.catch_warnings():  # the CSV logger rewrites its file: replay it
                 warnings.filterwarnings("ignore", message="Experiment logs directory")
                 for record in read_jsonl(self.output_dir / METRICS_FILE)[:kept]:
                     step = int(record.pop("iteration"))
-                    self.fabric.log_dict(finite(record), step=step)
+                    for logger in csv:  # TensorBoard keeps its events up to the checkpoint
+                        logger.log_metrics(dict(finite(record)), step=step)
         self.fabric.print(f"resumed {path.name} at iteration {self.iteration}")
 
     # ------------------------------------------------------------------ fit
@@ -448,9 +466,10 @@ class SpiceTrainer:
                     progress.advance(metrics)
                     if self.iteration % cfg.trainer.save_every == 0 or self.iteration == total:
                         self.save_checkpoint()
-        except KeyboardInterrupt:
-            fabric.print(f"interrupted: saving iteration {self.iteration}")
-            self.save_checkpoint()
+        except KeyboardInterrupt:  # a half-done iteration is not saved: resume redoes it
+            last = self.latest_checkpoint()
+            fabric.print(f"interrupted in iteration {self.iteration + 1}; --resume continues "
+                         f"from {last.name if last else 'the start'}")
             raise
         finally:
             for logger in fabric.loggers:
@@ -509,8 +528,7 @@ class SpiceTrainer:
             "trained_tokens": sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples),
             "times": timer.totals(),
         }
-        return _merge(self._gather(local), self.config.game.group_size,
-                      lr=self.optimizer.param_groups[0]["lr"])
+        return _merge(self._gather(local), self.config.game.group_size)
 
     def _seed_sampling(self) -> None:
         """Per-iteration, per-rank, per-role sampling seeds: a resumed run samples the same."""
@@ -572,14 +590,13 @@ class SpiceTrainer:
     def _step(self, metrics: dict[str, float]) -> dict[str, float]:
         """Clip, step the optimiser and the schedule, free the gradients."""
         cfg, fabric = self.config, self.fabric
-        if cfg.optimizer.grad_clip is not None:
+        if cfg.optimizer.grad_clip is not None:  # over all the optimiser's parameters
             norm = fabric.clip_gradients(self.model, self.optimizer,
-                                         max_norm=cfg.optimizer.grad_clip)
+                                         max_norm=cfg.optimizer.grad_clip,
+                                         error_if_nonfinite=False)
             if norm is not None:
                 metrics["grad_norm"] = float(norm)
-            if self.value_head is not None:
-                fabric.clip_gradients(self.value_head, self.optimizer,
-                                      max_norm=cfg.optimizer.grad_clip)
+        metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)  # no gradient memory while generating
@@ -620,12 +637,13 @@ class SpiceTrainer:
             self.fabric.barrier()
             return None
         original = self.model.module
-        if self.config.trainer.lora_rank:
-            original = original.merge_and_unload() if hasattr(original, "merge_and_unload") \
-                else original
         temporary = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(temporary, ignore_errors=True)
-        original.save_pretrained(temporary)
+        if self.config.trainer.lora_rank:  # the merged weights, leaving the adapters in place
+            base = original.get_base_model()
+            base.save_pretrained(temporary, state_dict=dict(_merged_lora_weights(original)))
+        else:
+            original.save_pretrained(temporary)
         self.tokenizer.save_pretrained(temporary)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(temporary, folder)
@@ -688,7 +706,7 @@ def train(config: TrainConfig, *, resume: bool = False,
     With ``resume`` the run continues from the last checkpoint of ``trainer.output_dir``;
     ``agent_wrapper`` is passed to :class:`SpiceTrainer`.
     """
-    fabric = make_fabric(config)
+    fabric = make_fabric(config, _checkpoint_iteration(config) if resume else None)
     fabric.launch()
     trainer = SpiceTrainer(config, fabric, agent_wrapper=agent_wrapper)
     try:
@@ -781,8 +799,7 @@ def _light(rollout: IterationRollout) -> IterationRollout:
     return IterationRollout(documents)
 
 
-def _merge(parts: Sequence[Mapping[str, Any]], group_size: int, *, lr: float
-           ) -> dict[str, float]:
+def _merge(parts: Sequence[Mapping[str, Any]], group_size: int) -> dict[str, float]:
     """One iteration's metrics over all ranks."""
     rollout = IterationRollout([d for p in parts for d in p["rollout"].documents])
     out = rollout.metrics()
@@ -807,7 +824,7 @@ def _merge(parts: Sequence[Mapping[str, Any]], group_size: int, *, lr: float
                                          if samples else float("nan"))
     trained = [p["train"] for p in parts if p["train"].get("tokens")]
     tokens = sum(t["tokens"] for t in trained)
-    keys = {k for t in trained for k in t} - {"tokens", "loss", "grad_norm"}
+    keys = {k for t in trained for k in t} - {"tokens", "loss", "grad_norm", "lr"}
     for key in sorted(keys):
         out[f"train/{key}"] = sum(t.get(key, 0.0) * t["tokens"] for t in trained) / tokens
     out["train/loss"] = sum(p["train"].get("loss", 0.0) for p in parts) if trained \
@@ -815,7 +832,8 @@ def _merge(parts: Sequence[Mapping[str, Any]], group_size: int, *, lr: float
     norms = [p["train"]["grad_norm"] for p in parts if "grad_norm" in p["train"]]
     out["train/grad_norm"] = norms[0] if norms else float("nan")
     out["train/completion_tokens"] = float(tokens)
-    out["train/lr"] = lr
+    rates = [p["train"]["lr"] for p in parts if "lr" in p["train"]]
+    out["train/lr"] = rates[0] if rates else float("nan")
     out["untrainable_samples"] = float(sum(p["untrainable"] for p in parts))
     times = {key: max(p["times"].get(key, 0.0) for p in parts)
              for key in ("generate", "verify", "train", "sync", "iteration")}
@@ -860,6 +878,16 @@ def _merged_lora_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
             clean = name.replace(".base_layer.", ".")
             out.append((clean, merged.get(clean, parameter.detach())))
     return out
+
+
+def _checkpoint_iteration(config: TrainConfig) -> int | None:
+    """The iteration of the checkpoint a resumed run would start from (by its name)."""
+    pointer = Path(config.trainer.output_dir) / CHECKPOINTS_DIR / LAST_POINTER
+    try:
+        name = pointer.read_text("utf-8").strip()
+        return int(name.removeprefix("iter-").removesuffix(".ckpt"))
+    except (OSError, ValueError):
+        return None
 
 
 def _remove(path: Path) -> None:

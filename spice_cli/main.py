@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spice`` console script."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("lightning.pytorch", "lightning.fabric"):  # they print through their own handler
+        logging.getLogger(name).propagate = False
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may also come after --resume
