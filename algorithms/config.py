@@ -104,7 +104,8 @@ class TrainerConfig(_Section):
                                                                       description="Fabric "
                                                                       "accelerator.")
     strategy: Literal["auto", "ddp", "fsdp"] = Field(default="auto", description="Fabric "
-                                                     "strategy.")
+                                                     "strategy (fsdp is refused at start-up "
+                                                     "until its weight gathering exists).")
     devices: int | Literal["auto"] = Field(default="auto", description="Processes/devices.")
     num_nodes: int = Field(default=1, ge=1, description="Machines.")
     precision: Literal["auto", "bf16-true", "bf16-mixed", "32-true", "16-mixed"] = Field(

@@ -34,7 +34,13 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from contextlib import (
+    AbstractContextManager,
+    ExitStack,
+    contextmanager,
+    nullcontext,
+    suppress,
+)
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -518,6 +524,7 @@ class SpiceTrainer:
             train_metrics = self._update(samples, batch_total)
         with timer.phase("sync"):
             self._sync_weights()
+        _release_memory()  # training's large temporaries, before the next generation
         local = {
             "rollout": _light(rollout),
             "zero": {role: (s.groups, s.zero_variance_groups, s.dropped_samples)
@@ -581,7 +588,11 @@ class SpiceTrainer:
               chunk_context: Callable[[int, int], AbstractContextManager[Any]]
               ) -> dict[str, float]:
         fabric, world = self.fabric, self.fabric.world_size
-        return policy_loss(self.model, samples, self.algorithm, pad_id=self.pad_id,
+        # the module behind Fabric's wrapper (DDP's, when there is one, so gradients still
+        # synchronise): the caller's autocast region applies, and the vocabulary-sized logits
+        # stay in bf16 instead of being copied to float32 by Fabric's output conversion
+        forward = getattr(self.model, "_forward_module", self.model)
+        return policy_loss(forward, samples, self.algorithm, pad_id=self.pad_id,
                            micro_batch_size=self.config.trainer.micro_batch_size,
                            backward=lambda loss: fabric.backward(loss * world),
                            value_head=self.value_head, reference=self.reference,
@@ -878,6 +889,17 @@ def _merged_lora_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
             clean = name.replace(".base_layer.", ".")
             out.append((clean, merged.get(clean, parameter.detach())))
     return out
+
+
+def _release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system (glibc keeps them
+    otherwise, and a CPU run alternating training and generation grows until it is killed)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _checkpoint_iteration(config: TrainConfig) -> int | None:

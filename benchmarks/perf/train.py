@@ -101,9 +101,12 @@ def training_step(args: argparse.Namespace) -> dict[str, Any]:
     for step in range(args.steps + 1):  # the first step warms up and is not counted
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with fabric.autocast():  # as the trainer: one autocast region for all micro-batches
-            policy_loss(model, samples, algorithm, pad_id=pad,
-                        micro_batch_size=args.micro_batch, backward=fabric.backward)
+        # as the trainer: one autocast region for all micro-batches, the module behind
+        # Fabric's wrapper (bf16 logits, no float32 output copy)
+        with fabric.autocast():
+            policy_loss(getattr(model, "_forward_module", model), samples, algorithm,
+                        pad_id=pad, micro_batch_size=args.micro_batch,
+                        backward=fabric.backward)
         before_step = time.perf_counter()
         optimizer.step()
         elapsed = time.perf_counter() - start

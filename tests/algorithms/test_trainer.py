@@ -203,7 +203,9 @@ from agents.scripted import AnswerKey, ScriptedTextAgent
 from algorithms.config import load_config
 from algorithms.trainer import train
 
-train(load_config(None, sys.argv[1:]), agent_wrapper=ScriptedTextAgent)
+arguments = [a for a in sys.argv[1:] if a != "--resume"]
+train(load_config(None, arguments), resume="--resume" in sys.argv,
+      agent_wrapper=ScriptedTextAgent)
 """
 
 
@@ -231,6 +233,21 @@ def test_ddp_on_two_cpu_processes(tiny_folder: Path, tmp_path: Path) -> None:
     assert history[0]["documents_with_reasoner_group"] <= 4  # B=2 per rank, gathered
     before, after = weights(tiny_folder), weights(out / "model")
     assert any(not torch.equal(before[n], after[n]) for n in before)
+
+    # resume on both ranks: each continues its own shard from its own saved sampler state
+    more = [o if not o.startswith("trainer.iterations=") else "trainer.iterations=3"
+            for o in overrides]
+    done = subprocess.run([sys.executable, str(script), *more, "--resume"], env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for k in (0, 1):
+        records = read_jsonl(out / f"rollouts.rank{k}.jsonl")
+        assert [r["iteration"] for r in records] == [1, 1, 2, 2, 3, 3]
+    third = [{r["document_id"] for r in read_jsonl(out / f"rollouts.rank{k}.jsonl")
+              if r["iteration"] == 3} for k in (0, 1)]
+    assert not third[0] & shards[1] and not third[1] & shards[0]
+    ranks = read_jsonl(out / "ranks.jsonl")[-1]["parameter_checksums"]
+    assert ranks[0] == ranks[1]
 
 
 def test_spice_train_cli_reports_bad_configs(tmp_path: Path,
