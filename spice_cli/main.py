@@ -8,6 +8,8 @@ Subcommands:
   rewards;
 * ``spice train --config <yaml> [dotted.key=value ...] [--resume]`` — SPICE self-play training
   (:func:`algorithms.trainer.train`); the run folder is ``trainer.output_dir``;
+* ``spice bench rewards [--rollouts runs/<run>/rollouts.jsonl]`` — the Challenger-reward
+  benchmark (:mod:`benchmarks.rewards`);
 * ``spice assets`` — download and prepare the embedded offline assets.
 """
 
@@ -18,6 +20,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -138,6 +141,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_rewards(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from benchmarks.perf.common import machine, package_versions
+    from benchmarks.rewards import CurriculumSettings, markdown, plot, run
+
+    rollouts = args.rollouts
+    if rollouts is not None and not rollouts.is_file():
+        print(f"error: no rollouts file at {rollouts}", file=sys.stderr)
+        return 2
+    report = run(rollouts, CurriculumSettings(steps=args.steps, seed=args.seed))
+    report.update(command="spice " + " ".join(args.argv), date=datetime.now(UTC).isoformat(
+        timespec="seconds"), machine=machine(), versions=package_versions(["spice-env",
+                                                                           "numpy"]))
+    output: Path = args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    output.with_suffix(".md").write_text(markdown(report))
+    plot(report, output.with_suffix(".png"))
+    print(markdown(report))
+    print(f"wrote {output}, {output.with_suffix('.md')}, {output.with_suffix('.png')}")
+    return 0
+
+
 def _assets(args: argparse.Namespace) -> int:
     from spice_env.assets import prepare_all
 
@@ -175,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in trainer.output_dir from its last checkpoint")
     train.set_defaults(func=_train)
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="benchmark",
+                                                                      required=True)
+    rewards = bench.add_parser("rewards", help="compare the Challenger rewards")
+    rewards.add_argument("--rollouts", type=Path, default=None,
+                         help="a run's rollouts.jsonl, to compare the rewards on its questions")
+    rewards.add_argument("--steps", type=int, default=300,
+                         help="steps of the simulated curriculum")
+    rewards.add_argument("--seed", type=int, default=0)
+    rewards.add_argument("--output", type=Path, default=Path("benchmarks/results/rewards.json"))
+    rewards.set_defaults(func=_bench_rewards)
     assets = sub.add_parser("assets", help="download and prepare the embedded assets")
     assets.set_defaults(func=_assets)
     return parser
@@ -187,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).propagate = False
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if extra:  # overrides may also come after --resume
         if getattr(args, "command", None) != "train" or any(
                 "=" not in item or item.startswith("-") for item in extra):
