@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +45,27 @@ def rollouts_file(output_dir: Path, rank: int, world_size: int) -> Path:
     return output_dir / name
 
 
-def truncate_jsonl(path: Path, last_iteration: int) -> int:
-    """Keep the records of ``path`` whose ``iteration`` is at most ``last_iteration``; return how
-    many were kept. Unreadable lines (a write cut off by a kill) are dropped."""
+def _parsed_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each line of a JSONL file holding a JSON object, with that object (unreadable lines,
+    such as a write cut off by a kill, are skipped)."""
     if not path.exists():
-        return 0
-    kept: list[str] = []
+        return
     for line in path.read_text("utf-8").splitlines():
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(record, dict) and int(record.get("iteration", 0)) <= last_iteration:
-            kept.append(line)
+        if isinstance(record, dict):
+            yield line, record
+
+
+def truncate_jsonl(path: Path, last_iteration: int) -> int:
+    """Keep the records of ``path`` whose ``iteration`` is at most ``last_iteration``; return how
+    many were kept. Unreadable lines (a write cut off by a kill) are dropped."""
+    if not path.exists():
+        return 0
+    kept = [line for line, record in _parsed_lines(path)
+            if int(record.get("iteration", 0)) <= last_iteration]
     temporary = path.with_suffix(path.suffix + ".tmp")
     temporary.write_text("".join(f"{line}\n" for line in kept), "utf-8")
     os.replace(temporary, path)
@@ -66,17 +74,7 @@ def truncate_jsonl(path: Path, last_iteration: int) -> int:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a file, one per line (unreadable lines skipped)."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text("utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return [record for _, record in _parsed_lines(path)]
 
 
 def append_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:

@@ -276,7 +276,8 @@ class SpiceTrainer:
 
         cfg, fabric = self.config, self.fabric
         self._check_setup()
-        if resume and self.latest_checkpoint() is None:
+        checkpoint = self.latest_checkpoint() if resume else None
+        if resume and checkpoint is None:
             raise FileNotFoundError(f"nothing to resume: {self.checkpoint_dir()} has no "
                                     "checkpoint (run without --resume to start)")
         fabric.seed_everything(cfg.trainer.seed, verbose=False)
@@ -301,8 +302,7 @@ class SpiceTrainer:
                 self.precision)).eval().requires_grad_(False)
         self.model = fabric.setup_module(module)
         self.value_head = None
-        if isinstance(self.algorithm, PPO):
-            fabric.seed_everything(cfg.trainer.seed, verbose=False)
+        if isinstance(self.algorithm, PPO):  # zero-initialised: the same on every rank
             self.value_head = fabric.setup_module(ValueHead(loaded.model.config.hidden_size))
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         if self.value_head is not None:
@@ -326,8 +326,8 @@ class SpiceTrainer:
             tokenizer=self.tokenizer, rank=fabric.global_rank, world_size=fabric.world_size,
             **{name: getattr(cfg.game, name) for name in type(cfg.game).model_fields})
         self.state = _TrainingState(self)
-        if resume:
-            self._resume()
+        if checkpoint is not None:
+            self._resume(checkpoint)
         else:
             self._start_fresh()
         if fabric.global_rank == 0:
@@ -416,11 +416,7 @@ class SpiceTrainer:
 
     def latest_checkpoint(self) -> Path | None:
         """The checkpoint the ``last`` pointer names, if any."""
-        pointer = self.checkpoint_dir() / LAST_POINTER
-        if not pointer.exists():
-            return None
-        path = self.checkpoint_dir() / pointer.read_text("utf-8").strip()
-        return path if path.exists() else None
+        return _latest_checkpoint(self.output_dir)
 
     def _stateful(self) -> dict[str, Any]:
         state: dict[str, Any] = {"model": self.model, "optimizer": self.optimizer,
@@ -429,11 +425,7 @@ class SpiceTrainer:
             state["value_head"] = self.value_head
         return state
 
-    def _resume(self) -> None:
-        path = self.latest_checkpoint()
-        if path is None:
-            raise FileNotFoundError(f"nothing to resume: {self.checkpoint_dir()} has no "
-                                    "checkpoint (run without --resume to start)")
+    def _resume(self, path: Path) -> None:
         self.fabric.load(path, self._stateful(), weights_only=False)
         self._sync_weights()
         rank, world = self.fabric.global_rank, self.fabric.world_size
@@ -518,8 +510,7 @@ class SpiceTrainer:
                          rollout_records(rollout, self.iteration + 1, fabric.global_rank))
         collected = collect_samples(rollout, roles=cfg.trainer.train_roles)
         samples, stats = assign_advantages(collected.samples, self.algorithm)
-        counts = self._gather([len(samples)])
-        batch_total = sum(c[0] for c in counts)
+        batch_total = sum(self._gather(len(samples)))
         with timer.phase("train"):
             train_metrics = self._update(samples, batch_total)
         with timer.phase("sync"):
@@ -636,7 +627,7 @@ class SpiceTrainer:
         if self.shares_module:
             return
         with torch.no_grad():
-            if self.config.trainer.lora_rank and self.config.model.backend == "hf":
+            if self.config.model.backend == "hf":  # a copy of the trained module, adapters too
                 self.agent.backend.update_weights(
                     [(n, p.detach()) for n, p in self.model.module.named_parameters()])
             else:
@@ -821,12 +812,12 @@ def _merge(parts: Sequence[Mapping[str, Any]], group_size: int) -> dict[str, flo
             sum(round((a.pass_rate or 0.0) * group_size) == k for a in scored) / len(scored)
             if scored else float("nan"))
     for role in ("challenger", "reasoner"):
-        groups = sum(p["zero"].get(role, (0, 0, 0))[0] for p in parts)
-        flat = sum(p["zero"].get(role, (0, 0, 0))[1] for p in parts)
+        groups, flat, dropped = (sum(column) for column in
+                                 zip(*(p["zero"].get(role, (0, 0, 0)) for p in parts),
+                                     strict=True))
         out[f"{role}/groups"] = float(groups)
         out[f"{role}/zero_variance_fraction"] = flat / groups if groups else float("nan")
-        out[f"{role}/dropped_samples"] = float(sum(p["zero"].get(role, (0, 0, 0))[2]
-                                                   for p in parts))
+        out[f"{role}/dropped_samples"] = float(dropped)
         samples = sum(p["generated"].get(f"{role}_samples", 0) for p in parts)
         tokens = sum(p["generated"].get(role, 0) for p in parts)
         out[f"{role}/completion_tokens"] = tokens / samples if samples else float("nan")
@@ -902,13 +893,22 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _latest_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint the ``last`` pointer of a run folder names, if it exists."""
+    folder = output_dir / CHECKPOINTS_DIR
+    try:
+        path = folder / (folder / LAST_POINTER).read_text("utf-8").strip()
+    except OSError:
+        return None
+    return path if path.exists() else None
+
+
 def _checkpoint_iteration(config: TrainConfig) -> int | None:
     """The iteration of the checkpoint a resumed run would start from (by its name)."""
-    pointer = Path(config.trainer.output_dir) / CHECKPOINTS_DIR / LAST_POINTER
+    path = _latest_checkpoint(Path(config.trainer.output_dir))
     try:
-        name = pointer.read_text("utf-8").strip()
-        return int(name.removeprefix("iter-").removesuffix(".ckpt"))
-    except (OSError, ValueError):
+        return int(path.name.removeprefix("iter-").removesuffix(".ckpt")) if path else None
+    except ValueError:
         return None
 
 

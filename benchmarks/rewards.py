@@ -19,7 +19,6 @@ Three views, for every reward in :data:`spice_env.rewards.CHALLENGER_REWARDS`:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from algorithms.runlog import read_jsonl
 from spice_env.rewards import CHALLENGER_REWARDS
 
 Reward = Callable[[Sequence[bool]], float]
@@ -47,17 +47,9 @@ def reward_curves(rewards: Mapping[str, Reward], group_sizes: Sequence[int] = (4
 
 def read_correctness(path: Path) -> list[list[bool]]:
     """The correctness vectors of every scored question in a ``rollouts.jsonl``."""
-    vectors = []
-    for line in path.read_text("utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        for attempt in record.get("attempts", []) if isinstance(record, dict) else []:
-            answers = attempt.get("answers") or []
-            if attempt.get("valid") and answers:
-                vectors.append([bool(a.get("correct")) for a in answers])
-    return vectors
+    return [[bool(a.get("correct")) for a in attempt["answers"]]
+            for record in read_jsonl(path) for attempt in record.get("attempts", [])
+            if attempt.get("valid") and attempt.get("answers")]
 
 
 def rollout_preferences(vectors: Sequence[Sequence[bool]], rewards: Mapping[str, Reward],
