@@ -64,3 +64,26 @@ def test_bad_overrides_and_files(tmp_path: Path) -> None:
     listed.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_config(listed)
+
+
+def test_extends_merges_sections_and_refuses_cycles(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "rollout:\n  batch_size: 4\n  corpus: {embedded:math: 0.5, embedded:general: 0.5}\n"
+        "algorithm:\n  name: grpo\n  beta: 0.1\n")
+    (tmp_path / "child.yaml").write_text(
+        "extends: base.yaml\nrollout:\n  attempts: 12\n  corpus: {embedded:math: 1.0}\n"
+        "algorithm:\n  name: drgrpo\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert config.rollout.batch_size == 4 and config.rollout.attempts == 12
+    assert config.rollout.corpus == {"embedded:math": 1.0}  # a value is replaced, not merged
+    assert config.algorithm.name == "drgrpo" and config.algorithm.beta == 0.0
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "orphan.yaml")
+    (tmp_path / "odd.yaml").write_text("extends: [1]\n")
+    with pytest.raises(ConfigError, match="extends must be a file name"):
+        load_config(tmp_path / "odd.yaml")
