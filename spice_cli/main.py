@@ -8,8 +8,15 @@ Subcommands:
   rewards;
 * ``spice train --config <yaml> [dotted.key=value ...] [--resume]`` — SPICE self-play training
   (:func:`algorithms.trainer.train`); the run folder is ``trainer.output_dir``;
+* ``spice eval --model <name|folder|run|checkpoint> --suite math|general|all [--limit n]
+  [--output f.json]`` — the reasoning benchmarks (:mod:`benchmarks.evaluation`);
+  ``spice eval --compare before.json after.json`` — a before/after table with differences;
 * ``spice bench rewards [--rollouts runs/<run>/rollouts.jsonl]`` — the Challenger-reward
   benchmark (:mod:`benchmarks.rewards`);
+* ``spice bench coevolution --run runs/<run>`` — the co-evolution probe
+  (:mod:`benchmarks.coevolution`);
+* ``spice bench perf`` — rollout, training and verifier benchmarks in one report, and the
+  comparison with TRL (:mod:`benchmarks.perf.report`);
 * ``spice assets`` — download and prepare the embedded offline assets.
 """
 
@@ -141,6 +148,96 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_agent(args: argparse.Namespace) -> Any:
+    """The Reasoner for ``spice eval``: a SelfPlayAgent over the chosen backend."""
+    import torch
+
+    require_ours("agents")
+    require_ours("algorithms")
+    from agents import SelfPlayAgent
+
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    if args.backend == "openai":
+        return SelfPlayAgent(backend="openai", model=args.model,
+                             backend_options={"base_url": args.base_url})
+    from algorithms.checkpoints import export_policy, load_policy
+
+    if args.backend == "vllm":
+        folder = export_policy(args.model, args.work_dir)
+        return SelfPlayAgent(backend="vllm", model=folder, dtype=dtype)
+    from agents.backends.hf import HFBackend
+
+    loaded = load_policy(args.model, dtype=dtype, device=args.device,
+                         trust_remote_code=args.trust_remote_code)
+    return SelfPlayAgent(backend=HFBackend(loaded.model, loaded.tokenizer,
+                                           max_batch_size=args.batch_size))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from benchmarks.evaluation import (
+        EvalSettings,
+        agent_generate,
+        compare,
+        compare_markdown,
+        evaluate,
+        markdown,
+        suite_benchmarks,
+    )
+    from benchmarks.perf.common import machine, package_versions
+
+    if args.compare:
+        try:
+            reports = [json.loads(Path(f).read_text("utf-8")) for f in args.compare]
+        except (OSError, ValueError) as exc:
+            print(f"error: cannot read a report: {exc}", file=sys.stderr)
+            return 2
+        table = compare_markdown(compare(*reports))
+        print(table)
+        if args.output:
+            Path(args.output).write_text(table, "utf-8")
+        return 0
+    if not args.model:
+        print("error: --model is required (or --compare a.json b.json)", file=sys.stderr)
+        return 2
+    try:
+        specs = suite_benchmarks(args.suite)
+        settings = EvalSettings(prompt_style=args.prompt_style,
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                limit=args.limit, seed=args.seed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        agent = _eval_agent(args)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot load {args.model}: {exc}", file=sys.stderr)
+        return 2
+    started = datetime.now(UTC)
+    try:
+        report = evaluate(agent_generate(agent), specs, settings, progress=not args.no_progress)
+    finally:
+        agent.close()
+    report = {"model": args.model, "backend": args.backend,
+              "command": "spice " + " ".join(args.argv),
+              "date": started.isoformat(timespec="seconds"),
+              "seconds": round((datetime.now(UTC) - started).total_seconds(), 1),
+              "machine": machine(),
+              "versions": package_versions(["spice-env", "torch", "transformers",
+                                            "math-verify"]), **report}
+    table = markdown(report)
+    print(table)
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", "utf-8")
+        output.with_suffix(".md").write_text(table, "utf-8")
+        print(f"wrote {output} and {output.with_suffix('.md')}")
+    return 0
+
+
 def _bench_rewards(args: argparse.Namespace) -> int:
     import json
     from datetime import UTC, datetime
@@ -156,6 +253,39 @@ def _bench_rewards(args: argparse.Namespace) -> int:
     report.update(command="spice " + " ".join(args.argv), date=datetime.now(UTC).isoformat(
         timespec="seconds"), machine=machine(), versions=package_versions(["spice-env",
                                                                            "numpy"]))
+    output: Path = args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    output.with_suffix(".md").write_text(markdown(report))
+    plot(report, output.with_suffix(".png"))
+    print(markdown(report))
+    print(f"wrote {output}, {output.with_suffix('.md')}, {output.with_suffix('.png')}")
+    return 0
+
+
+def _bench_coevolution(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    require_ours("algorithms")
+    from benchmarks.coevolution import ProbeSettings, markdown, plot, run_probe
+    from benchmarks.perf.common import machine, package_versions
+
+    try:
+        settings = ProbeSettings(documents=args.documents,
+                                 questions_per_document=args.questions_per_document,
+                                 group_size=args.group_size, freeze=args.freeze, seed=args.seed,
+                                 device=args.device)
+        started = datetime.now(UTC)
+        report = run_probe(args.run, settings, progress=True)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report.update(command="spice " + " ".join(args.argv),
+                  date=started.isoformat(timespec="seconds"),
+                  seconds=round((datetime.now(UTC) - started).total_seconds(), 1),
+                  machine=machine(), versions=package_versions(["spice-env", "torch",
+                                                                "transformers"]))
     output: Path = args.output
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
@@ -203,6 +333,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in trainer.output_dir from its last checkpoint")
     train.set_defaults(func=_train)
+    ev = sub.add_parser("eval", help="evaluate a model on the reasoning benchmarks")
+    ev.add_argument("--model", default=None, help="a shipped short name, a transformers "
+                    "folder, a hub id, a run folder or a checkpoint (runs/<run>/checkpoints/last)")
+    ev.add_argument("--suite", default="all", help="math, general, all, offline, or benchmark "
+                    "names separated by commas (gsm8k,math500,...)")
+    ev.add_argument("--limit", type=int, default=None,
+                    help="items per benchmark (a seeded random subset)")
+    ev.add_argument("--output", default=None,
+                    help="write the report here (JSON) and its table beside it (.md)")
+    ev.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), default=None,
+                    help="two reports: print a table of their differences")
+    ev.add_argument("--backend", choices=["hf", "vllm", "openai"], default="hf")
+    ev.add_argument("--base-url", default="http://127.0.0.1:8000/v1",
+                    help="the OpenAI-compatible endpoint (--backend openai)")
+    ev.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                    default="auto", help="auto: bfloat16 where the hardware is fast at it")
+    ev.add_argument("--device", default="cpu", help="hf backend: cpu, cuda, cuda:1, ...")
+    ev.add_argument("--prompt-style", choices=["paper", "compact"], default="paper")
+    ev.add_argument("--max-new-tokens", type=int, default=2048)
+    ev.add_argument("--batch-size", type=int, default=32,
+                    help="questions generated together")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--work-dir", type=Path, default=Path("runs/eval-work"),
+                    help="where a checkpoint is exported for the vllm backend")
+    ev.add_argument("--trust-remote-code", action="store_true")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_eval)
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="benchmark",
                                                                       required=True)
     rewards = bench.add_parser("rewards", help="compare the Challenger rewards")
@@ -213,6 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     rewards.add_argument("--seed", type=int, default=0)
     rewards.add_argument("--output", type=Path, default=Path("benchmarks/results/rewards.json"))
     rewards.set_defaults(func=_bench_rewards)
+    coevolution = bench.add_parser("coevolution", help="the co-evolution probe on a run's "
+                                   "checkpoints")
+    coevolution.add_argument("--run", type=Path, required=True, help="a run folder (runs/<run>)")
+    coevolution.add_argument("--documents", type=int, default=16,
+                             help="documents in the fixed pool")
+    coevolution.add_argument("--questions-per-document", type=int, default=2)
+    coevolution.add_argument("--group-size", type=int, default=None,
+                             help="Reasoner answers per question (default: the run's G)")
+    coevolution.add_argument("--freeze", type=int, default=None,
+                             help="iteration of the frozen point (0: the base model; default: "
+                             "the earliest)")
+    coevolution.add_argument("--seed", type=int, default=0)
+    coevolution.add_argument("--device", default="cpu")
+    coevolution.add_argument("--output", type=Path,
+                             default=Path("benchmarks/results/coevolution.json"))
+    coevolution.set_defaults(func=_bench_coevolution)
     assets = sub.add_parser("assets", help="download and prepare the embedded assets")
     assets.set_defaults(func=_assets)
     return parser

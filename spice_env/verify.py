@@ -171,23 +171,30 @@ def parse_boolean(value: str) -> bool | None:
 
 
 def mcq_letter(answer: str, options: dict[str, str] | None = None) -> str | None:
-    """The option letter an answer names, or None when it names none (or several)."""
+    """The option letter an answer names, or None when it names none (or several).
+
+    The letters are those of ``options`` when given (benchmarks have up to ten, A-J), else A-D.
+    """
+    letters = "".join(k for k in (options or {}) if len(k) == 1 and k.isalpha()).upper()
+    span = f"A-{max(letters)}" if letters else "A-D"
     text = strip_text_commands(answer).replace("$", "").strip().rstrip(".").strip()
-    match = re.fullmatch(r"\(?([A-Da-d])\)?[.:)]?", text)
+    match = re.fullmatch(rf"\(?([{span}{span.lower()}])\)?[.:)]?", text)
     if match:
         return match.group(1).upper()
-    if len(set(re.findall(r"(?:^|[\s(])([A-D])\)", text))) > 1:
+    if len(set(re.findall(rf"(?:^|[\s(])([{span}])\)", text))) > 1:
         return None  # several options listed: no single choice
-    match = re.match(r"^(?:option|choice|answer)?\s*\(?([A-D])[).:]\s+\S", text, re.IGNORECASE)
+    match = re.match(rf"^(?:option|choice|answer)?\s*\(?([{span}])[).:]\s+\S", text,
+                     re.IGNORECASE)
     if match:
         return match.group(1).upper()
-    match = re.fullmatch(r"(?:option|choice|answer)\s*\(?([A-Da-d])\)?", text, re.IGNORECASE)
+    match = re.fullmatch(rf"(?:option|choice|answer)\s*\(?([{span}{span.lower()}])\)?", text,
+                         re.IGNORECASE)
     if match:
         return match.group(1).upper()
     if options:
         wanted = normalize_string(text)
         hits = [k for k, v in options.items() if normalize_string(v) == wanted and wanted]
-        if len(hits) == 1 and hits[0] in LETTERS:
+        if len(hits) == 1 and (hits[0] in LETTERS or hits[0] in letters):
             return hits[0]
     return None
 

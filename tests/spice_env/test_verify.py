@@ -711,3 +711,14 @@ def test_many_unclosed_boxes_fall_back_to_the_last_complete_one() -> None:
 def test_integer_answers_must_be_the_number(verifier: Verifier, gold: str, answer: str,
                                             correct: bool) -> None:
     assert verifier.check(free(gold, "integer"), boxed(answer)) is correct
+
+
+def test_mcq_letter_follows_the_options_letters() -> None:
+    five = {letter: f"option {letter}" for letter in "ABCDE"}
+    ten = {letter: f"choice {letter}" for letter in "ABCDEFGHIJ"}
+    assert mcq_letter("E", five) == "E" and mcq_letter("(e)", five) == "E"
+    assert mcq_letter("E") is None  # four options by default
+    assert mcq_letter("J) choice J", ten) == "J" and mcq_letter("J", five) is None
+    assert mcq_letter("choice H", ten) == "H"
+    assert mcq_letter("C", {"A": "x", "B": "y", "C": "z"}) == "C"
+    assert mcq_letter("D", {"A": "x", "B": "y", "C": "z"}) is None

@@ -1,0 +1,153 @@
+"""Reading the policy back out of a training run: checkpoints as models.
+
+A run folder (``trainer.output_dir``) holds ``config.yaml``, ``checkpoints/iter-XXXXXX.ckpt``
+(model, optimizer and training state), a ``checkpoints/last`` pointer and, at the end, ``model/``
+(a transformers folder). :func:`load_policy` accepts any of these, or a model name:
+
+* a shipped short name, a transformers folder or a hub id — loaded as is;
+* a run folder — its ``model/`` export when there is one, else its newest checkpoint;
+* ``runs/<run>/checkpoints/last`` or a ``.ckpt`` file — the base model named by the run's
+  ``config.yaml`` with the checkpoint's weights (LoRA adapters merged).
+
+Checkpoints are pickles written by the trainer (they carry RNG states): load only checkpoints you
+trust.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.models import LoadedModel, load_model
+from algorithms.config import ConfigError, TrainConfig, load_config
+
+CONFIG_FILE = "config.yaml"
+EXPORT_DIR = "model"
+_ITERATION = re.compile(r"^iter-(\d+)\.ckpt$")
+
+
+def checkpoint_iteration(path: str | os.PathLike[str]) -> int:
+    """The iteration a checkpoint file was saved at, from its name (``iter-000006.ckpt`` → 6)."""
+    match = _ITERATION.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not named like a checkpoint (iter-XXXXXX.ckpt)")
+    return int(match.group(1))
+
+
+def run_checkpoints(run: str | os.PathLike[str]) -> list[Path]:
+    """The checkpoint files of a run folder, oldest first."""
+    folder = Path(run) / "checkpoints"
+    found = [p for p in folder.glob("iter-*.ckpt") if _ITERATION.match(p.name)]
+    return sorted(found, key=checkpoint_iteration)
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint file ``path`` names (a file, or a ``last`` pointer), or None when ``path``
+    is not a checkpoint.
+
+    Raises:
+        FileNotFoundError: a ``last`` pointer names a checkpoint that is gone.
+    """
+    candidate = Path(path)
+    if candidate.is_file() and candidate.suffix == ".ckpt":
+        return candidate
+    if candidate.is_file() and candidate.name == "last" and candidate.parent.name == "checkpoints":
+        target = candidate.parent / candidate.read_text("utf-8").strip()
+        if not target.is_file():
+            raise FileNotFoundError(f"{candidate} names {target.name}, which does not exist")
+        return target
+    return None
+
+
+def run_config(checkpoint: Path) -> TrainConfig:
+    """The training config of the run a checkpoint belongs to (``<run>/config.yaml``)."""
+    file = checkpoint.parent.parent / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{checkpoint} has no {CONFIG_FILE} two folders up: cannot tell "
+                                "which base model it was trained from")
+    return load_config(file)
+
+
+def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = None,
+                           device: str = "cpu") -> LoadedModel:
+    """The policy of a trainer checkpoint as a plain causal LM (LoRA merged), in eval mode."""
+    path = Path(checkpoint)
+    config = run_config(path)
+    loaded = load_model(config.model.name, dtype=torch.float32, device="cpu",
+                        trust_remote_code=config.model.trust_remote_code)
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is not a spice-env checkpoint (no 'model' entry)")
+    module = loaded.model
+    if config.trainer.lora_rank:
+        from algorithms.trainer import _with_lora
+
+        module = _with_lora(module, config.trainer.lora_rank)
+    missing, unexpected = module.load_state_dict(state["model"], strict=False)
+    # tied output embeddings may be stored once; anything else missing is a mismatch
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match {config.model.name}: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
+    del state
+    if config.trainer.lora_rank:
+        module = module.merge_and_unload()
+    from agents.models import default_dtype
+
+    module = module.to(device=device, dtype=dtype or default_dtype(device))
+    module.eval()
+    return LoadedModel(model=module, tokenizer=loaded.tokenizer,
+                       source=f"{path} (base {config.model.name})")
+
+
+def load_policy(name_or_path: str | os.PathLike[str], *, dtype: Any = None, device: str = "cpu",
+                trust_remote_code: bool = False) -> LoadedModel:
+    """Load a policy by model name, transformers folder, hub id, run folder or checkpoint.
+
+    See the module docstring for what each form means.
+    """
+    path = Path(name_or_path)
+    checkpoint = resolve_checkpoint(path)
+    if checkpoint is None and path.is_dir() and (path / CONFIG_FILE).is_file():
+        if (path / EXPORT_DIR / "config.json").is_file():
+            return load_model(path / EXPORT_DIR, dtype=dtype, device=device,
+                              trust_remote_code=trust_remote_code)
+        found = run_checkpoints(path)
+        if not found:
+            raise FileNotFoundError(f"run folder {path} has neither {EXPORT_DIR}/ nor checkpoints")
+        checkpoint = found[-1]
+    if checkpoint is not None:
+        try:
+            return load_checkpoint_policy(checkpoint, dtype=dtype, device=device)
+        except ConfigError as exc:
+            raise ValueError(f"the config of {checkpoint}'s run is invalid: {exc}") from exc
+    return load_model(name_or_path, dtype=dtype, device=device,
+                      trust_remote_code=trust_remote_code)
+
+
+def export_policy(name_or_path: str | os.PathLike[str], work_dir: str | os.PathLike[str]) -> str:
+    """A transformers folder for any form :func:`load_policy` takes (for engines such as vLLM
+    that load from disk): names, folders and hub ids are returned as they are; a run's ``model/``
+    export is used; a checkpoint is saved once under ``work_dir/<run>-iter-XXXXXX/``."""
+    path = Path(name_or_path)
+    checkpoint = resolve_checkpoint(path)
+    if checkpoint is None and path.is_dir() and (path / CONFIG_FILE).is_file():
+        if (path / EXPORT_DIR / "config.json").is_file():
+            return str(path / EXPORT_DIR)
+        found = run_checkpoints(path)
+        checkpoint = found[-1] if found else None
+    if checkpoint is None:
+        return os.fspath(name_or_path)
+    folder = Path(work_dir) / f"{checkpoint.parent.parent.name}-{checkpoint.stem}"
+    if (folder / "config.json").is_file():
+        return str(folder)
+    loaded = load_checkpoint_policy(checkpoint, dtype=torch.float32)
+    temporary = folder.with_name(folder.name + ".tmp")
+    loaded.model.save_pretrained(temporary)
+    loaded.tokenizer.save_pretrained(temporary)
+    os.replace(temporary, folder)
+    return str(folder)
