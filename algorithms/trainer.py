@@ -510,9 +510,8 @@ class SpiceTrainer:
                          rollout_records(rollout, self.iteration + 1, fabric.global_rank))
         collected = collect_samples(rollout, roles=cfg.trainer.train_roles)
         samples, stats = assign_advantages(collected.samples, self.algorithm)
-        batch_total = sum(self._gather(len(samples)))
         with timer.phase("train"):
-            train_metrics = self._update(samples, batch_total)
+            train_metrics = self.update(samples, sync=False)
         with timer.phase("sync"):
             self._sync_weights()
         _release_memory()  # training's large temporaries, before the next generation
@@ -527,6 +526,15 @@ class SpiceTrainer:
             "times": timer.totals(),
         }
         return _merge(self._gather(local), self.config.game.group_size)
+
+    def update(self, samples: list[TrainingSample], *, sync: bool = True) -> dict[str, float]:
+        """One optimiser step on samples that carry their advantages (every rank calls it),
+        then the weight sync to the generation backend unless ``sync`` is False."""
+        metrics = self._update(samples, sum(self._gather(len(samples))))
+        if sync:
+            self._sync_weights()
+            _release_memory()
+        return metrics
 
     def _seed_sampling(self) -> None:
         """Per-iteration, per-rank, per-role sampling seeds: a resumed run samples the same."""

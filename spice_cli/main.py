@@ -296,6 +296,27 @@ def _bench_coevolution(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_perf(args: argparse.Namespace) -> int:
+    import json
+    import shlex
+
+    from benchmarks.perf.report import markdown, run
+
+    extra = {part: shlex.split(getattr(args, f"{part}_args") or "")
+             for part in ("verifier", "rollout", "train", "trl")}
+    report = run(args.only, args.output_dir, extra, command="spice " + " ".join(
+        shlex.quote(a) for a in args.argv))
+    output = args.output_dir / "perf.json"
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    output.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    failed = [part for part, entry in report["parts"].items() if "error" in entry]
+    if failed:
+        print(f"error: {', '.join(failed)} failed (see {output})", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _assets(args: argparse.Namespace) -> int:
     from spice_env.assets import prepare_all
 
@@ -386,6 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
     coevolution.add_argument("--output", type=Path,
                              default=Path("benchmarks/results/coevolution.json"))
     coevolution.set_defaults(func=_bench_coevolution)
+    perf = bench.add_parser("perf", help="verifier, rollout, training and TRL benchmarks in one "
+                            "report")
+    perf.add_argument("--only", nargs="+", default=["verifier", "rollout", "train", "trl"],
+                      choices=["verifier", "rollout", "train", "trl"],
+                      help="the benchmarks to run, in this order")
+    perf.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"),
+                      help="where each benchmark's files and perf.json/perf.md go")
+    for part in ("verifier", "rollout", "train", "trl"):
+        perf.add_argument(f"--{part}-args", default="", metavar="ARGS",
+                          help=f"further options of the {part} benchmark, as one string")
+    perf.set_defaults(func=_bench_perf)
     assets = sub.add_parser("assets", help="download and prepare the embedded assets")
     assets.set_defaults(func=_assets)
     return parser
