@@ -15,6 +15,7 @@ trust.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -73,12 +74,15 @@ def run_config(checkpoint: Path) -> TrainConfig:
 
 
 def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = None,
-                           device: str = "cpu") -> LoadedModel:
-    """The policy of a trainer checkpoint as a plain causal LM (LoRA merged), in eval mode."""
+                           device: str = "cpu", trust_remote_code: bool = False) -> LoadedModel:
+    """The policy of a trainer checkpoint as a plain causal LM (LoRA merged), in eval mode.
+
+    ``trust_remote_code`` is the caller's choice, whatever the run's config says.
+    """
     path = Path(checkpoint)
     config = run_config(path)
     loaded = load_model(config.model.name, dtype=torch.float32, device="cpu",
-                        trust_remote_code=config.model.trust_remote_code)
+                        trust_remote_code=trust_remote_code)
     state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a spice-env checkpoint (no 'model' entry)")
@@ -89,7 +93,8 @@ def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = N
         module = _with_lora(module, config.trainer.lora_rank)
     missing, unexpected = module.load_state_dict(state["model"], strict=False)
     # tied output embeddings may be stored once; anything else missing is a mismatch
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if getattr(loaded.model.config, "tie_word_embeddings", False):
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]
     if missing or unexpected:
         raise ValueError(f"{path} does not match {config.model.name}: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}")
@@ -122,30 +127,39 @@ def load_policy(name_or_path: str | os.PathLike[str], *, dtype: Any = None, devi
         checkpoint = found[-1]
     if checkpoint is not None:
         try:
-            return load_checkpoint_policy(checkpoint, dtype=dtype, device=device)
+            return load_checkpoint_policy(checkpoint, dtype=dtype, device=device,
+                                          trust_remote_code=trust_remote_code)
         except ConfigError as exc:
             raise ValueError(f"the config of {checkpoint}'s run is invalid: {exc}") from exc
     return load_model(name_or_path, dtype=dtype, device=device,
                       trust_remote_code=trust_remote_code)
 
 
-def export_policy(name_or_path: str | os.PathLike[str], work_dir: str | os.PathLike[str]) -> str:
+def export_policy(name_or_path: str | os.PathLike[str], work_dir: str | os.PathLike[str], *,
+                  trust_remote_code: bool = False) -> str:
     """A transformers folder for any form :func:`load_policy` takes (for engines such as vLLM
     that load from disk): names, folders and hub ids are returned as they are; a run's ``model/``
-    export is used; a checkpoint is saved once under ``work_dir/<run>-iter-XXXXXX/``."""
+    export is used; a checkpoint is saved once under ``work_dir/<run>-iter-XXXXXX-<key>/``, the
+    key changing when the checkpoint file does."""
     path = Path(name_or_path)
     checkpoint = resolve_checkpoint(path)
     if checkpoint is None and path.is_dir() and (path / CONFIG_FILE).is_file():
         if (path / EXPORT_DIR / "config.json").is_file():
             return str(path / EXPORT_DIR)
         found = run_checkpoints(path)
-        checkpoint = found[-1] if found else None
+        if not found:
+            raise FileNotFoundError(f"run folder {path} has neither {EXPORT_DIR}/ nor checkpoints")
+        checkpoint = found[-1]
     if checkpoint is None:
         return os.fspath(name_or_path)
-    folder = Path(work_dir) / f"{checkpoint.parent.parent.name}-{checkpoint.stem}"
+    stat = checkpoint.stat()
+    key = hashlib.sha256(f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+                         ).hexdigest()[:10]
+    folder = Path(work_dir) / f"{checkpoint.parent.parent.name}-{checkpoint.stem}-{key}"
     if (folder / "config.json").is_file():
         return str(folder)
-    loaded = load_checkpoint_policy(checkpoint, dtype=torch.float32)
+    loaded = load_checkpoint_policy(checkpoint, dtype=torch.float32,
+                                    trust_remote_code=trust_remote_code)
     temporary = folder.with_name(folder.name + ".tmp")
     loaded.model.save_pretrained(temporary)
     loaded.tokenizer.save_pretrained(temporary)

@@ -6,10 +6,11 @@ answered less often (their pass rate falls); against a frozen Challenger, later 
 answer more often (their pass rate rises).
 
 :func:`run_probe` does this for a run folder. The probe points are the base model (iteration 0)
-and every checkpoint the run kept. A pool of documents is drawn once from the run's corpus with a
-fixed seed, each with a task format; every Challenger writes ``questions_per_document`` questions
-for each document, and each valid question gets G Reasoner answers (the run's group size). All
-sampling uses the run's temperatures and one seed, so points differ by their weights only.
+and every checkpoint the run kept. A pool of distinct documents is drawn once from the run's
+corpus (with its mixture weights) and a fixed seed, each with a task format; every Challenger
+writes ``questions_per_document`` questions for each document, and each valid question gets G
+Reasoner answers (the run's group size). All sampling uses the run's temperatures and one seed,
+so points differ by their weights only.
 
 Two sweeps, against the frozen point F:
 
@@ -176,7 +177,7 @@ def run_probe(run: str | Path, settings: ProbeSettings | None = None, *,
                          max_tokens=config.rollout.max_document_tokens,
                          text_field=config.rollout.text_field, limit=config.rollout.max_records)
     rng = np.random.default_rng([settings.seed, 2025])
-    indices = corpus.sample_indices(rng, settings.documents)
+    indices = _distinct_documents(corpus, rng, settings.documents)
     with Verifier() as verifier:
         probe = _Probe(config, settings, verifier)
         pool = _Pool([corpus[i] for i in indices],
@@ -202,6 +203,8 @@ def run_probe(run: str | Path, settings: ProbeSettings | None = None, *,
                                                   probe.answer(player, frozen_tasks)))
                 finally:
                     player.close()
+                    del player  # before the next point's model is loaded
+                    _release()
                 frozen_reasoner.append(_row(point, written_c, tasks, probe.answer(frozen, tasks)))
         finally:
             frozen.close()
@@ -216,6 +219,29 @@ def run_probe(run: str | Path, settings: ProbeSettings | None = None, *,
         "frozen_reasoner": frozen_reasoner,
         "frozen_challenger": frozen_challenger,
     }
+
+
+def _distinct_documents(corpus: Any, rng: np.random.Generator, count: int) -> list[int]:
+    """``count`` different documents drawn as training draws them (mixture weights included);
+    fewer when the corpus has fewer."""
+    chosen: list[int] = []
+    for _ in range(50):
+        for index in corpus.sample_indices(rng, count):
+            if index not in chosen and len(chosen) < count:
+                chosen.append(index)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def _release() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _pct(value: float | None) -> str:

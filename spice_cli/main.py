@@ -158,19 +158,22 @@ def _eval_agent(args: argparse.Namespace) -> Any:
 
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     if args.backend == "openai":
-        return SelfPlayAgent(backend="openai", model=args.model,
+        return SelfPlayAgent(backend="openai", model=args.model, template=args.template,
                              backend_options={"base_url": args.base_url})
     from algorithms.checkpoints import export_policy, load_policy
 
     if args.backend == "vllm":
-        folder = export_policy(args.model, args.work_dir)
-        return SelfPlayAgent(backend="vllm", model=folder, dtype=dtype)
+        folder = export_policy(args.model, args.work_dir,
+                               trust_remote_code=args.trust_remote_code)
+        return SelfPlayAgent(backend="vllm", model=folder, dtype=dtype, template=args.template,
+                             trust_remote_code=args.trust_remote_code)
     from agents.backends.hf import HFBackend
 
     loaded = load_policy(args.model, dtype=dtype, device=args.device,
                          trust_remote_code=args.trust_remote_code)
     return SelfPlayAgent(backend=HFBackend(loaded.model, loaded.tokenizer,
-                                           max_batch_size=args.batch_size))
+                                           max_batch_size=args.batch_size),
+                         template=args.template)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -371,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
                     default="auto", help="auto: bfloat16 where the hardware is fast at it")
     ev.add_argument("--device", default="cpu", help="hf backend: cpu, cuda, cuda:1, ...")
-    ev.add_argument("--prompt-style", choices=["paper", "compact"], default="paper")
+    ev.add_argument("--prompt-style", choices=["paper", "compact"], default="paper",
+                    help="the Reasoner prompt (use the style the model was trained with)")
+    ev.add_argument("--template", choices=["auto", "chat", "plain"], default="auto",
+                    help="chat template or plain prompts (as model.template in training)")
     ev.add_argument("--max-new-tokens", type=int, default=2048)
     ev.add_argument("--batch-size", type=int, default=32,
                     help="questions generated together")

@@ -85,6 +85,7 @@ def run(parts: Sequence[str], output_dir: Path, extra: Mapping[str, Sequence[str
         if part not in PARTS:
             raise ValueError(f"unknown benchmark {part!r}; valid: {', '.join(PARTS)}")
         output = output_dir / f"{part}.json"
+        output.unlink(missing_ok=True)  # an older result must never pass for this run's
         argv = ["--output", str(output), *((extra or {}).get(part, ()))]
         began = time.perf_counter()
         try:
@@ -98,6 +99,8 @@ def run(parts: Sequence[str], output_dir: Path, extra: Mapping[str, Sequence[str
             entry.update(headline(part, json.loads(output.read_text("utf-8"))))
         else:
             entry["error"] = "no result file written"
+        if code != 0 and "error" not in entry:
+            entry["error"] = f"exited with code {code} (see {output.name})"
         report["parts"][part] = entry
     return report
 

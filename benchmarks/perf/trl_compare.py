@@ -16,8 +16,12 @@ Both sides get the same workload and settings:
   (TRL: ``per_device_train_batch_size=M``, gradient accumulation P·G/M, one generation per step);
 * the same number of optimiser steps; the first is a warm-up and is not timed.
 
-Ours is :class:`algorithms.trainer.SpiceTrainer` (the hf backend generating from the trained
-module's bf16 copy, :meth:`~algorithms.trainer.SpiceTrainer.update` for the step). Each side runs
+What differs is each library's own machinery, which is what is measured. Ours is
+:class:`algorithms.trainer.SpiceTrainer`: the hf backend samples from a bfloat16 copy of the
+trained module (rows leave the batch when they finish, grouped-query decode attention), then
+:meth:`~algorithms.trainer.SpiceTrainer.update` computes the loss on completion positions only
+and steps. TRL generates with ``model.generate`` on the float32 module under autocast (a static
+batch), then runs its loss over the micro-batches. Each side runs
 in its own child process, one after the other, so neither sees the other's memory. A step's time
 is generation + reward + loss/backward + optimiser (+ ours: the weight sync); completion lengths
 are sampled, so the report also gives seconds per generated token.
@@ -217,8 +221,10 @@ def child(side: str, args: argparse.Namespace) -> dict[str, Any]:
             return {"side": side, "error": (done.stderr or done.stdout)[-3000:]}
         result: dict[str, Any] = json.loads(output.read_text())
         result["process_s"] = round(time.perf_counter() - began, 1)
-        timed = result["steps"][1:] or result["steps"]
-        result["mean_step_s"] = round(statistics.fmean(s["seconds"] for s in timed), 2)
+        timed = result["steps"][1:]
+        mean = statistics.fmean(s["seconds"] for s in timed)
+        result["mean_step_s"] = round(mean, 2)
+        result["mean_step_s_unrounded"] = mean
         tokens = [s.get("completion_tokens") for s in timed]
         if all(isinstance(t, int | float) and t > 0 for t in tokens):
             counts = [float(t) for t in tokens if t is not None]
@@ -248,7 +254,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     }
     ours, theirs = results["spice"], results["trl"]
     if "mean_step_s" in ours and "mean_step_s" in theirs:
-        out["speedup_vs_trl"] = round(theirs["mean_step_s"] / ours["mean_step_s"], 2)
+        out["speedup_vs_trl"] = round(theirs["mean_step_s_unrounded"]
+                                      / ours["mean_step_s_unrounded"], 2)
         if "ms_per_completion_token" in ours and "ms_per_completion_token" in theirs:
             out["speedup_vs_trl_per_token"] = round(
                 theirs["ms_per_completion_token"] / ours["ms_per_completion_token"], 2)
@@ -301,6 +308,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (the first step is a warm-up, not timed)")
     if (args.prompts * args.generations) % args.micro_batch:
         parser.error("prompts × generations must be a multiple of --micro-batch")
     return args

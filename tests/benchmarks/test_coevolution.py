@@ -71,7 +71,8 @@ def test_checkpoints_load_as_policies(tiny_run: Path, tmp_path: Path) -> None:
     assert any(not torch.equal(a[k], c[k]) for k in a)  # iteration 1 differs
     assert "base" in final.source
     folder = Path(export_policy(found[0], tmp_path / "work"))
-    assert folder.name == "run-iter-000001" and (folder / "config.json").is_file()
+    assert folder.name.startswith("run-iter-000001-") and (folder / "config.json").is_file()
+    assert export_policy(found[0], tmp_path / "work") == str(folder)  # exported once
     again = load_policy(folder, dtype=torch.float32)
     assert all(torch.equal(c[k], v) for k, v in parameters(again.model).items())
     assert export_policy("some/hub-id", tmp_path) == "some/hub-id"

@@ -128,6 +128,15 @@ def test_malformed_rows_are_skipped_and_counted() -> None:
     assert "no field 'question'" in loaded.skipped[1]
 
 
+def test_a_benchmark_without_usable_rows_is_unavailable_not_zero() -> None:
+    renamed = [{"problem": "What is 2 + 2?", "solution": "4"}]  # a dataset that renamed fields
+    with pytest.raises(BenchmarkUnavailable, match=r"no usable item .*no field 'question'"):
+        load_benchmark(BENCHMARKS["gsm8k"], rows=renamed)
+    gaps = [{"id": "x", "query": "Question: Q?\n A. a\n B. b\n D. d\nAnswer:", "gold": 0}]
+    with pytest.raises(BenchmarkUnavailable, match="not lettered"):
+        load_benchmark(BENCHMARKS["arc_challenge"], rows=gaps)
+
+
 def test_suites() -> None:
     assert {s.name for s in suite_benchmarks("math")} == {
         "gsm8k", "math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench"}
@@ -227,6 +236,8 @@ def test_compare_arithmetic() -> None:
     assert "| GSM8K | 30.0 | 35.0 | +5.0 |" in table and "| AIME'24 | – | 20.0 | – |" in table
     other = report_of({"gsm8k": 0.5}, ids=("1", "3"))
     assert "(different items)" in compare_markdown(compare(before, other))
+    before["settings"], after["settings"] = {"max_new_tokens": 256}, {"max_new_tokens": 512}
+    assert "differ in their settings: max_new_tokens" in compare_markdown(compare(before, after))
 
 
 @pytest.mark.slow
