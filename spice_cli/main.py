@@ -242,7 +242,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _bench_rewards(args: argparse.Namespace) -> int:
-    import json
     from datetime import UTC, datetime
 
     from benchmarks.perf.common import machine, package_versions
@@ -256,7 +255,13 @@ def _bench_rewards(args: argparse.Namespace) -> int:
     report.update(command="spice " + " ".join(args.argv), date=datetime.now(UTC).isoformat(
         timespec="seconds"), machine=machine(), versions=package_versions(["spice-env",
                                                                            "numpy"]))
-    output: Path = args.output
+    return _write_report(report, args.output, markdown, plot)
+
+
+def _write_report(report: dict[str, Any], output: Path, markdown: Any, plot: Any) -> int:
+    """Write a benchmark's JSON, Markdown and PNG side by side and print the Markdown."""
+    import json
+
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     output.with_suffix(".md").write_text(markdown(report))
@@ -267,7 +272,6 @@ def _bench_rewards(args: argparse.Namespace) -> int:
 
 
 def _bench_coevolution(args: argparse.Namespace) -> int:
-    import json
     from datetime import UTC, datetime
 
     require_ours("algorithms")
@@ -289,14 +293,7 @@ def _bench_coevolution(args: argparse.Namespace) -> int:
                   seconds=round((datetime.now(UTC) - started).total_seconds(), 1),
                   machine=machine(), versions=package_versions(["spice-env", "torch",
                                                                 "transformers"]))
-    output: Path = args.output
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    output.with_suffix(".md").write_text(markdown(report))
-    plot(report, output.with_suffix(".png"))
-    print(markdown(report))
-    print(f"wrote {output}, {output.with_suffix('.md')}, {output.with_suffix('.png')}")
-    return 0
+    return _write_report(report, args.output, markdown, plot)
 
 
 def _bench_perf(args: argparse.Namespace) -> int:
