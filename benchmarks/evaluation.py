@@ -699,7 +699,8 @@ def compare(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, An
         if x is not None and y is not None:
             common.append(name)
         title = (a.get(name) or b.get(name) or {}).get("title", name)
-        ids = [{str(r.get("id")) for r in side.get(name, {}).get("records", [])} for side in (a, b)]
+        ids = [{str(r.get("question")) for r in side.get(name, {}).get("records", [])}
+               for side in (a, b)]
         same = None if not ids[0] or not ids[1] else ids[0] == ids[1]
         rows.append({"benchmark": name, "title": title, "before": x, "after": y,
                      "delta": None if x is None or y is None else y - x,
@@ -724,13 +725,19 @@ def compare_markdown(result: Mapping[str, Any]) -> str:
 
     lines = [f"| benchmark | before (`{result['before']}`) | after (`{result['after']}`) | Δ |",
              "|---|---|---|---|"]
+    neither = [row["title"] for row in result["rows"]
+               if row["before"] is None and row["after"] is None]
     for row in result["rows"]:
+        if row["before"] is None and row["after"] is None:
+            continue
         warn = " (different items)" if row["same_items"] is False else ""
         lines.append(f"| {row['title']}{warn} | {_pct(row['before'])} | {_pct(row['after'])} | "
                      f"{delta(row['delta'])} |")
     for key, values in result["averages"].items():
         lines.append(f"| **{key} average** | {_pct(values['before'])} | "
                      f"{_pct(values['after'])} | {delta(values['delta'])} |")
+    if neither:
+        lines += ["", "Run in neither report: " + ", ".join(neither) + "."]
     if result.get("settings_differ"):
         lines += ["", "The two reports differ in their settings: "
                   + ", ".join(result["settings_differ"]) + "."]

@@ -198,6 +198,9 @@ def _eval(args: argparse.Namespace) -> int:
             print(f"error: cannot read a report: {exc}", file=sys.stderr)
             return 2
         table = compare_markdown(compare(*reports))
+        sources = [f"- {label}: `{r.get('command', '?')}`"
+                   for label, r in zip(("before", "after"), reports, strict=True)]
+        table = "\n".join([f"`spice {' '.join(args.argv)}`", "", *sources, "", table])
         print(table)
         if args.output:
             Path(args.output).write_text(table, "utf-8")

@@ -212,7 +212,8 @@ def report_of(accuracies: Mapping[str, float | None], ids: Sequence[str] = ("1",
     for name, acc in accuracies.items():
         spec = BENCHMARKS[name]
         benchmarks[name] = ({"title": spec.title, "category": spec.category, "accuracy": acc,
-                             "items": len(ids), "records": [{"id": i} for i in ids]}
+                             "items": len(ids), "records": [{"id": i, "question": f"q{i}"}
+                                                            for i in ids]}
                             if acc is not None else
                             {"title": spec.title, "category": spec.category, "accuracy": None,
                              "available": False, "message": "hub"})
