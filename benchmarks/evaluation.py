@@ -348,12 +348,13 @@ def _gold(spec: BenchmarkSpec, row: Mapping[str, Any], options: dict[str, str] |
         if not options or not 0 <= index < len(options):
             raise ItemError(f"option index {index} out of range")
         return _LETTERS[index]
-    value = row.get(spec.answer_field)
     if spec.gold == "first_item":
-        if not isinstance(value, list | tuple) or not value:
+        value = row.get(spec.answer_field)
+        if not isinstance(value, list | tuple) or not value or value[0] is None:
             raise ItemError(f"field {spec.answer_field!r} holds no list")
-        value = value[0]
-    text = _text({"v": value}, "v") if spec.gold == "first_item" else _text(row, spec.answer_field)
+        text = str(value[0]).strip()
+    else:
+        text = _text(row, spec.answer_field)
     if spec.gold == "letter":
         letter = text.strip("() .").upper()
         if not options or letter not in options:
