@@ -117,6 +117,12 @@ class TrainerConfig(_Section):
                                                                    "samples update the policy.")
     activation_checkpointing: bool = Field(default=False, description="Recompute activations "
                                            "in the backward pass to save memory.")
+    share_prompts: bool = Field(default=True, description="Compute a prompt that several "
+                                "completions of a micro-batch share (the G answers of a group) "
+                                "once, in a packed row with a block attention mask, instead of "
+                                "once per completion; the gradient is the same. Needs an "
+                                "attention that takes an explicit mask (sdpa, eager); others "
+                                "use one padded row per completion.")
     lora_rank: int | None = Field(default=None, ge=1, description="Train LoRA adapters of this "
                                   "rank instead of all weights (needs peft).")
     save_every: int = Field(default=10, ge=1, description="Checkpoint every k iterations (and "

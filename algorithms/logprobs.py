@@ -1,9 +1,20 @@
 """Log-probabilities of sampled completions under a model, with gradients, for the loss.
 
-Rows are laid out as ``[padding | prompt | completion | padding]``: prompts left-padded to the
-longest prompt, completions right-padded to the longest completion, so every completion starts in
-the same column. Only the positions that predict completion tokens get logits
-(``logits_to_keep``), which keeps the vocabulary-sized tensor at completion length.
+Two layouts give the same numbers:
+
+* **padded**: one row per completion, ``[padding | prompt | completion | padding]``: prompts
+  left-padded to the longest prompt, completions right-padded to the longest completion, so every
+  completion starts in the same column;
+* **shared prompts** (used when completions of the call share a prompt, as the G answers of a
+  group do): one packed row ``[prompt A | a1 | a2 | … | prompt B | b1 | …]`` in which each prompt
+  appears once and each completion attends to its own prompt and its own earlier tokens only (a
+  block mask; positions restart after the prompt for every completion). A group of G answers to a
+  P-token prompt then costs P + ΣC token positions instead of G·(P + max C), with the same
+  log-probabilities and gradients up to floating-point rounding. It needs an attention that takes
+  an explicit mask (``sdpa`` or ``eager``); other attentions use the padded layout.
+
+Either way only the positions that predict completion tokens get logits (``logits_to_keep``),
+which keeps the vocabulary-sized tensor at completion length.
 """
 
 from __future__ import annotations
@@ -36,7 +47,8 @@ class CompletionLogprobs:
 
 def completion_logprobs(model: Any, prompts: Sequence[Sequence[int]],
                         completions: Sequence[Sequence[int]], pad_id: int, *,
-                        with_hidden: bool = False) -> CompletionLogprobs:
+                        with_hidden: bool = False, share_prompts: bool = True
+                        ) -> CompletionLogprobs:
     """Log-probabilities of ``completions`` after ``prompts`` under ``model``.
 
     Args:
@@ -45,11 +57,17 @@ def completion_logprobs(model: Any, prompts: Sequence[Sequence[int]],
         completions: token ids of each completion (may be empty).
         pad_id: the id put on padding positions (masked out).
         with_hidden: also return last-layer hidden states (PPO's value head).
+        share_prompts: compute a prompt that several completions share once, in one packed
+            row with a block attention mask (see the module notes); the padded layout is used
+            anyway when no prompt repeats or the model's attention takes no explicit mask.
     """
     if len(prompts) != len(completions):
         raise ValueError("one completion per prompt")
     if not prompts:
         raise ValueError("no sequences")
+    if (share_prompts and len({tuple(p) for p in prompts}) < len(prompts)
+            and any(completions) and packable(model)):
+        return _shared_prompt_logprobs(model, prompts, completions, with_hidden=with_hidden)
     device = next(model.parameters()).device
     width_prompt = max(len(p) for p in prompts)
     width_completion = max(max(len(c) for c in completions), 1)
@@ -84,6 +102,91 @@ def completion_logprobs(model: Any, prompts: Sequence[Sequence[int]],
         last = out.hidden_states[-1]
         hidden = last[:, width_prompt - 1: width_prompt - 1 + width_completion, :]
     return CompletionLogprobs(logprobs=logprobs, mask=mask, entropy=entropy, hidden=hidden)
+
+
+MASKED_ATTENTIONS = ("sdpa", "eager")
+"""Attention implementations that take an explicit 4-D mask (the shared-prompt layout needs one)."""
+
+
+def packable(model: Any) -> bool:
+    """Whether ``model``'s attention takes the block mask of the shared-prompt layout."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) in MASKED_ATTENTIONS
+
+
+def _shared_prompt_logprobs(model: Any, prompts: Sequence[Sequence[int]],
+                            completions: Sequence[Sequence[int]], *, with_hidden: bool
+                            ) -> CompletionLogprobs:
+    """The shared-prompt layout: one packed row, each distinct prompt once, a block mask."""
+    device = next(model.parameters()).device
+    order: dict[tuple[int, ...], list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        order.setdefault(tuple(prompt), []).append(index)
+    tokens: list[int] = []
+    positions: list[int] = []
+    block: list[int] = []  # which prompt a position belongs to
+    branch: list[int] = []  # 0 on a prompt, 1 + the completion's index on a completion
+    keep: list[int] = []  # the positions whose logits predict completion tokens, in order
+    targets: list[int] = []
+    lengths = [len(c) for c in completions]
+    starts: list[int] = [0] * len(prompts)  # where each completion's predictions begin in keep
+    for number, (prompt, members) in enumerate(order.items()):
+        if not prompt:
+            raise ValueError("a prompt needs at least one token")
+        base = len(tokens)
+        tokens += prompt
+        positions += range(len(prompt))
+        block += [number] * len(prompt)
+        branch += [0] * len(prompt)
+        for index in members:
+            completion = list(completions[index])
+            offset = len(tokens)
+            tokens += completion
+            positions += range(len(prompt), len(prompt) + len(completion))
+            block += [number] * len(completion)
+            branch += [1 + index] * len(completion)
+            starts[index] = len(keep)
+            if completion:  # the prompt's last position predicts the first token
+                keep += [base + len(prompt) - 1] + list(range(offset, offset + len(completion) - 1))
+                targets += completion
+    length = len(tokens)
+    blocks, branches = torch.tensor(block), torch.tensor(branch)
+    allowed = ((blocks[:, None] == blocks[None, :])
+               & ((branches[None, :] == 0) | (branches[:, None] == branches[None, :]))
+               & torch.ones(length, length, dtype=torch.bool).tril())
+    mask: torch.Tensor = allowed[None, None].to(device)
+    if model.config._attn_implementation == "eager":  # an additive mask
+        dtype = next(model.parameters()).dtype
+        mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(
+            ~mask, torch.finfo(dtype).min)
+    rows, width = len(prompts), max(max(lengths), 1)
+    out_mask = torch.zeros((rows, width))
+    for row, count in enumerate(lengths):
+        out_mask[row, :count] = 1
+    out_mask = out_mask.to(device)
+    out = model(input_ids=torch.tensor([tokens], device=device), attention_mask=mask,
+                position_ids=torch.tensor([positions], device=device),
+                logits_to_keep=torch.tensor(keep, device=device),
+                output_hidden_states=with_hidden, use_cache=False)
+    picked, entropy = token_logprobs(out.logits[0], torch.tensor(targets, device=device))
+    hidden = None
+    if with_hidden:
+        hidden = _per_completion(out.hidden_states[-1][0, torch.tensor(keep, device=device)],
+                                 lengths, starts, width)
+    return CompletionLogprobs(logprobs=_per_completion(picked, lengths, starts, width),
+                              mask=out_mask,
+                              entropy=_per_completion(entropy, lengths, starts, width),
+                              hidden=hidden)
+
+
+def _per_completion(flat: torch.Tensor, lengths: Sequence[int], starts: Sequence[int],
+                    width: int) -> torch.Tensor:
+    """``(S, width, …)`` rows cut from ``flat`` (completion ``i`` at ``starts[i]``), zero-padded;
+    differentiable."""
+    pieces = [torch.nn.functional.pad(flat[start:start + count],
+                                      (0, 0) * (flat.dim() - 1) + (0, width - count))
+              for start, count in zip(starts, lengths, strict=True)]
+    return torch.stack(pieces)
 
 
 ROWS_PER_CHUNK = 256

@@ -128,8 +128,8 @@ def assign_advantages(samples: Sequence[TrainingSample], algorithm: Algorithm, *
 
 @torch.no_grad()
 def prepare_ppo(model: Any, value_head: torch.nn.Module, samples: Sequence[TrainingSample],
-                algorithm: PPO, *, pad_id: int, micro_batch_size: int
-                ) -> list[TrainingSample]:
+                algorithm: PPO, *, pad_id: int, micro_batch_size: int,
+                share_prompts: bool = True) -> list[TrainingSample]:
     """Samples with PPO's old values, GAE advantages (whitened over the whole batch when the
     configuration says so) and returns, computed before the update."""
     prepared: list[TrainingSample] = []
@@ -137,7 +137,7 @@ def prepare_ppo(model: Any, value_head: torch.nn.Module, samples: Sequence[Train
         chunk = samples[start:start + micro_batch_size]
         current = completion_logprobs(model, [s.prompt_ids for s in chunk],
                                       [s.completion_ids for s in chunk], pad_id,
-                                      with_hidden=True)
+                                      with_hidden=True, share_prompts=share_prompts)
         assert current.hidden is not None
         values = value_head(current.hidden).float() * current.mask
         rewards = torch.tensor([s.reward for s in chunk], device=values.device)
@@ -169,8 +169,8 @@ def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algori
                 backward: Callable[[torch.Tensor], None] | None = None,
                 value_head: torch.nn.Module | None = None, reference: Any | None = None,
                 batch_total: int | None = None,
-                chunk_context: Callable[[int, int], AbstractContextManager[Any]] | None = None
-                ) -> dict[str, float]:
+                chunk_context: Callable[[int, int], AbstractContextManager[Any]] | None = None,
+                share_prompts: bool = True) -> dict[str, float]:
     """The algorithm's loss over ``samples`` in micro-batches; ``backward`` is called on each.
 
     Each micro-batch's loss is weighted by its share of the samples (of ``batch_total`` when
@@ -184,6 +184,8 @@ def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algori
         reference: a frozen model whose log-probabilities feed the KL penalty (``beta > 0``).
         chunk_context: ``chunk_context(index, count)`` wraps each micro-batch's forward and
             backward (the trainer skips gradient synchronisation on all but the last).
+        share_prompts: compute a prompt shared by several samples of a micro-batch once
+            (:func:`~algorithms.logprobs.completion_logprobs`); the gradient is the same.
     """
     if micro_batch_size < 1:
         raise ValueError("micro_batch_size must be >= 1")
@@ -202,7 +204,7 @@ def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algori
         with chunk_context(index, count) if chunk_context is not None else nullcontext():
             current = completion_logprobs(model, [s.prompt_ids for s in chunk],
                                           [s.completion_ids for s in chunk], pad_id,
-                                          with_hidden=is_ppo)
+                                          with_hidden=is_ppo, share_prompts=share_prompts)
             like = current.logprobs.detach()
             old = _padded([s.old_logprobs for s in chunk], like)
             batch = PolicyBatch(logprobs=current.logprobs, old_logprobs=old, mask=current.mask,
@@ -212,7 +214,8 @@ def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algori
                 with torch.no_grad():
                     batch.ref_logprobs = completion_logprobs(
                         reference, [s.prompt_ids for s in chunk],
-                        [s.completion_ids for s in chunk], pad_id).logprobs.to(like.device)
+                        [s.completion_ids for s in chunk], pad_id,
+                        share_prompts=share_prompts).logprobs.to(like.device)
             if is_ppo:
                 assert value_head is not None and current.hidden is not None
                 batch.advantages = _padded([s.token_advantages or () for s in chunk], like)

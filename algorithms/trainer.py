@@ -564,7 +564,8 @@ class SpiceTrainer:
             with fabric.autocast():
                 samples = prepare_ppo(self.model.module, self.value_head.module, samples,
                                       self.algorithm, pad_id=self.pad_id,
-                                      micro_batch_size=cfg.trainer.micro_batch_size)
+                                      micro_batch_size=cfg.trainer.micro_batch_size,
+                                      share_prompts=cfg.trainer.share_prompts)
         modules = [m for m in (self.model, self.value_head) if m is not None]
 
         def chunk_context(index: int, count: int) -> AbstractContextManager[Any]:
@@ -595,7 +596,8 @@ class SpiceTrainer:
                            micro_batch_size=self.config.trainer.micro_batch_size,
                            backward=lambda loss: fabric.backward(loss * world),
                            value_head=self.value_head, reference=self.reference,
-                           batch_total=batch_total, chunk_context=chunk_context)
+                           batch_total=batch_total, chunk_context=chunk_context,
+                           share_prompts=self.config.trainer.share_prompts)
 
     def _step(self, metrics: dict[str, float]) -> dict[str, float]:
         """Clip, step the optimiser and the schedule, free the gradients."""

@@ -66,3 +66,60 @@ def test_token_logprobs_match_log_softmax_with_gradients(dtype: torch.dtype,
     torch.testing.assert_close(ours.grad.float(), reference.grad.float(), rtol=0,
                                atol=tolerance)
     assert not entropy.requires_grad
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prompts_give_the_padded_layout_numbers_and_gradients(attention: str) -> None:
+    import algorithms.logprobs as module
+
+    model, tokenizer = tiny_model(seed=3)
+    model = model.float()
+    model.set_attn_implementation(attention)
+    assert module.packable(model)
+    # two groups sharing prompts, a lone prompt, an empty completion among them
+    prompts = [[5, 6, 7, 8], [5, 6, 7, 8], [9, 10], [5, 6, 7, 8], [9, 10], [11]]
+    completions = [[1, 2, 3], [4], [5, 6, 7, 8, 9], [], [3, 3], [7, 7, 7]]
+    weights = torch.randn(6, 5, generator=torch.Generator().manual_seed(0))
+    found = {}
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        result = completion_logprobs(model, prompts, completions, tokenizer.pad_token_id,
+                                     with_hidden=True, share_prompts=share)
+        (result.logprobs * weights).sum().backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()
+                 if p.grad is not None}
+        found[share] = (result, grads)
+    padded, packed = found[False][0], found[True][0]
+    assert torch.equal(padded.mask, packed.mask)
+    torch.testing.assert_close(packed.logprobs, padded.logprobs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(packed.entropy, padded.entropy, rtol=0, atol=1e-5)
+    assert packed.hidden is not None and padded.hidden is not None
+    mask = padded.mask[..., None]
+    torch.testing.assert_close(packed.hidden * mask, padded.hidden * mask, rtol=0, atol=1e-5)
+    assert float(packed.logprobs[3].detach().abs().sum()) == 0.0  # the empty completion
+    assert found[True][1].keys() == found[False][1].keys()
+    for name, grad in found[False][1].items():
+        torch.testing.assert_close(found[True][1][name], grad, rtol=0, atol=1e-5)
+
+
+def test_shared_prompts_fall_back_to_padding(monkeypatch: pytest.MonkeyPatch) -> None:
+    import algorithms.logprobs as module
+
+    model, tokenizer = tiny_model(seed=3)
+    calls: list[int] = []
+    real = module._shared_prompt_logprobs
+
+    def spy(*args: object, **kwargs: object) -> module.CompletionLogprobs:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "_shared_prompt_logprobs", spy)
+    completion_logprobs(model, [[5, 6], [7, 8]], [[1], [2]], tokenizer.pad_token_id)
+    completion_logprobs(model, [[5, 6], [5, 6]], [[], []], tokenizer.pad_token_id)
+    completion_logprobs(model, [[5, 6], [5, 6]], [[1], [2]], tokenizer.pad_token_id,
+                        share_prompts=False)
+    assert calls == []  # no prompt repeats / nothing to score / turned off
+    completion_logprobs(model, [[5, 6], [5, 6]], [[1], [2]], tokenizer.pad_token_id)
+    assert calls == [1]
+    model.config._attn_implementation = "flash_attention_2"  # takes no explicit mask
+    assert not module.packable(model)
