@@ -39,6 +39,12 @@ class DrGRPO:
     def __init__(self, config: DrGRPOConfig | None = None) -> None:
         self.config = config or DrGRPOConfig()
 
+    @property
+    def zero_advantage_inert(self) -> bool:
+        """A sequence with advantage 0 adds nothing to the loss or its gradient (so the trainer
+        skips its forward and backward): true without a KL penalty (β = 0)."""
+        return self.config.beta == 0
+
     def advantages(self, rewards: torch.Tensor, groups: Sequence[int]) -> GroupAdvantages:
         """``r − mean(group)`` per sequence."""
         return group_advantages(rewards, groups, scale_by_std=False)

@@ -126,6 +126,21 @@ def assign_advantages(samples: Sequence[TrainingSample], algorithm: Algorithm, *
     return result, stats
 
 
+def learning_samples(samples: Sequence[TrainingSample], algorithm: Algorithm
+                     ) -> tuple[list[TrainingSample], int]:
+    """The samples whose loss has a gradient, and how many were left out.
+
+    An algorithm whose ``zero_advantage_inert`` attribute is true (Dr. GRPO and GRPO with
+    β = 0) gives a sample of advantage exactly 0 no loss and no gradient, so leaving it out of
+    the forward and backward changes nothing in the step as long as the micro-batch weights
+    still count it (``policy_loss``'s ``batch_total``). Other algorithms keep every sample.
+    """
+    if not getattr(algorithm, "zero_advantage_inert", False):
+        return list(samples), 0
+    kept = [s for s in samples if s.advantage != 0.0 or s.token_advantages is not None]
+    return kept, len(samples) - len(kept)
+
+
 @torch.no_grad()
 def prepare_ppo(model: Any, value_head: torch.nn.Module, samples: Sequence[TrainingSample],
                 algorithm: PPO, *, pad_id: int, micro_batch_size: int,

@@ -68,6 +68,7 @@ from algorithms.samples import (
     TrainingSample,
     assign_advantages,
     collect_samples,
+    learning_samples,
     policy_loss,
     prepare_ppo,
 )
@@ -522,15 +523,24 @@ class SpiceTrainer:
             "train": train_metrics,
             "generated": dict(generated),
             "untrainable": collected.untrainable,
-            "trained_tokens": sum(len(s.prompt_ids) + len(s.completion_ids) for s in samples),
+            "trained_tokens": sum(len(s.prompt_ids) + len(s.completion_ids)
+                                  for s in learning_samples(samples, self.algorithm)[0]),
             "times": timer.totals(),
         }
         return _merge(self._gather(local), self.config.game.group_size)
 
     def update(self, samples: list[TrainingSample], *, sync: bool = True) -> dict[str, float]:
         """One optimiser step on samples that carry their advantages (every rank calls it),
-        then the weight sync to the generation backend unless ``sync`` is False."""
-        metrics = self._update(samples, sum(self._gather(len(samples))))
+        then the weight sync to the generation backend unless ``sync`` is False.
+
+        Samples that cannot contribute to the gradient (advantage 0 under Dr. GRPO or GRPO
+        without a KL penalty, see :func:`~algorithms.samples.learning_samples`) are not run
+        through the model; they still count in the batch size the loss is divided by, so the
+        step is the same. The metrics (entropy, clip fraction, ratio) cover the samples run, and
+        ``skipped_samples`` says how many were not."""
+        learning, skipped = learning_samples(samples, self.algorithm)
+        metrics = self._update(learning, sum(self._gather(len(samples))))
+        metrics["skipped_samples"] = float(skipped)
         if sync:
             self._sync_weights()
             _release_memory()
@@ -836,7 +846,10 @@ def _merge(parts: Sequence[Mapping[str, Any]], group_size: int) -> dict[str, flo
                                          if samples else float("nan"))
     trained = [p["train"] for p in parts if p["train"].get("tokens")]
     tokens = sum(t["tokens"] for t in trained)
-    keys = {k for t in trained for k in t} - {"tokens", "loss", "grad_norm", "lr"}
+    keys = {k for t in trained for k in t} - {"tokens", "loss", "grad_norm", "lr",
+                                               "skipped_samples"}
+    for key in ("entropy", "clip_fraction", "ratio_mean"):  # present even when nothing ran
+        out[f"train/{key}"] = float("nan")
     for key in sorted(keys):
         out[f"train/{key}"] = sum(t.get(key, 0.0) * t["tokens"] for t in trained) / tokens
     out["train/loss"] = sum(p["train"].get("loss", 0.0) for p in parts) if trained \
@@ -844,6 +857,8 @@ def _merge(parts: Sequence[Mapping[str, Any]], group_size: int) -> dict[str, flo
     norms = [p["train"]["grad_norm"] for p in parts if "grad_norm" in p["train"]]
     out["train/grad_norm"] = norms[0] if norms else float("nan")
     out["train/completion_tokens"] = float(tokens)
+    out["train/skipped_samples"] = float(sum(p["train"].get("skipped_samples", 0.0)
+                                             for p in parts))
     rates = [p["train"]["lr"] for p in parts if "lr" in p["train"]]
     out["train/lr"] = rates[0] if rates else float("nan")
     out["untrainable_samples"] = float(sum(p["untrainable"] for p in parts))

@@ -11,12 +11,13 @@ from agents.scripted import OracleChallenger
 from agents.self_play import SelfPlayAgent
 from agents.tiny import tiny_model
 from algorithms.drgrpo import DrGRPO, DrGRPOConfig
-from algorithms.grpo import GRPO
+from algorithms.grpo import GRPO, GRPOConfig
 from algorithms.ppo import PPO, ValueHead
 from algorithms.samples import (
     TrainingSample,
     assign_advantages,
     collect_samples,
+    learning_samples,
     policy_loss,
     prepare_ppo,
 )
@@ -89,6 +90,32 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(
     assert metrics["entropy"] > 0 and torch.isfinite(torch.tensor(metrics["loss"]))
     with pytest.raises(ValueError, match="micro_batch_size"):
         policy_loss(model, samples, algorithm, pad_id=0, micro_batch_size=0)
+
+
+@pytest.mark.parametrize("algorithm", [DrGRPO(DrGRPOConfig(loss_normaliser=8)), GRPO()])
+def test_zero_advantage_samples_are_left_out_with_the_same_gradient(
+        tiny: tuple[object, object], algorithm: DrGRPO | GRPO) -> None:
+    model, tokenizer = tiny
+    rewards = [(0, 1.0, (5, 6, 7)), (0, 0.0, (8, 9)), (1, 1.0, (10,)), (1, 1.0, (11, 12)),
+               (2, 0.5, (13,)), (2, 1.0, (14, 15)), (2, 0.0, (16,))]
+    samples, _ = assign_advantages([sample("reasoner", g, r, c) for g, r, c in rewards],
+                                   algorithm)
+    learning, skipped = learning_samples(samples, algorithm)
+    # the flat group 1 and the middle answer of group 2 (advantage exactly 0) are left out
+    assert skipped == 3 and [s.reward for s in learning] == [1.0, 0.0, 1.0, 0.0]
+
+    def gradient(chosen: list[TrainingSample]) -> torch.Tensor:
+        model.zero_grad()  # type: ignore[attr-defined]
+        policy_loss(model, chosen, algorithm, pad_id=tokenizer.pad_token_id,  # type: ignore[attr-defined]
+                    micro_batch_size=2, batch_total=len(samples),
+                    backward=lambda loss: loss.backward())
+        return model.model.embed_tokens.weight.grad.clone()  # type: ignore[attr-defined]
+
+    torch.testing.assert_close(gradient(learning), gradient(samples), rtol=0, atol=1e-6)
+    # a KL penalty gives zero-advantage samples a gradient, PPO's advantages are per token:
+    # every sample is kept
+    assert learning_samples(samples, GRPO(GRPOConfig(beta=0.1))) == (samples, 0)
+    assert learning_samples(samples, PPO()) == (samples, 0)
 
 
 def test_ppo_trains_the_policy_and_the_value_head(tiny: tuple[object, object]) -> None:

@@ -70,7 +70,8 @@ def test_two_iterations_learn_and_leave_their_files(tiny_folder: Path, tmp_path:
         assert record["challenger/valid_rate"] > 0 and record["reasoner/boxed_rate"] == 1.0
         for key in ("time/generate", "time/verify", "time/train", "time/sync",
                     "throughput/generated_tokens_per_s", "challenger/zero_variance_fraction",
-                    "challenger/completion_tokens", "pass_rate_hist/0of2"):
+                    "challenger/completion_tokens", "pass_rate_hist/0of2",
+                    "train/skipped_samples"):
             assert key in record, key
     if algorithm == "ppo":
         assert "train/value_loss" in summary.history[0]
