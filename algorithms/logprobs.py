@@ -147,7 +147,7 @@ def _shared_prompt_logprobs(model: Any, prompts: Sequence[Sequence[int]],
             branch += [1 + index] * len(completion)
             starts[index] = len(keep)
             if completion:  # the prompt's last position predicts the first token
-                keep += [base + len(prompt) - 1] + list(range(offset, offset + len(completion) - 1))
+                keep += [base + len(prompt) - 1, *range(offset, offset + len(completion) - 1)]
                 targets += completion
     length = len(tokens)
     blocks, branches = torch.tensor(block), torch.tensor(branch)
