@@ -19,9 +19,12 @@ Both sides get the same workload and settings:
 What differs is each library's own machinery, which is what is measured. Ours is
 :class:`algorithms.trainer.SpiceTrainer`: the hf backend samples from a bfloat16 copy of the
 trained module (rows leave the batch when they finish, grouped-query decode attention), then
-:meth:`~algorithms.trainer.SpiceTrainer.update` computes the loss on completion positions only
-and steps. TRL generates with ``model.generate`` on the float32 module under autocast (a static
-batch), then runs its loss over the micro-batches. Each side runs
+:meth:`~algorithms.trainer.SpiceTrainer.update` computes the loss on completion positions only,
+computes each group's shared prompt once (one packed row per micro-batch with a block attention
+mask), leaves out the samples whose advantage is 0 (no gradient under Dr. GRPO with β = 0; the
+loss still divides by all P·G) and steps: the same optimiser step, with less work. TRL
+generates with ``model.generate`` on the float32 module under autocast (a static batch), then
+runs its loss over the micro-batches. Each side runs
 in its own child process, one after the other, so neither sees the other's memory. A step's time
 is generation + reward + loss/backward + optimiser (+ ours: the weight sync); completion lengths
 are sampled, so the report also gives seconds per generated token.
@@ -130,12 +133,13 @@ def run_spice(args: argparse.Namespace) -> dict[str, Any]:
                                                reward=float(v.correct))
                                 for g, v in zip(row, verdicts, strict=True)]
                 with_advantages, _ = assign_advantages(samples, trainer.algorithm)
-                trainer.update(with_advantages)
+                metrics = trainer.update(with_advantages)
                 ended = time.perf_counter()
                 steps.append({"seconds": ended - began, "generate_s": generated_at - began,
                               "completion_tokens": sum(len(g.completion_ids) for row in generated
                                                        for g in row),
-                              "reward": statistics.fmean(s.reward for s in samples)})
+                              "reward": statistics.fmean(s.reward for s in samples),
+                              "skipped_samples": int(metrics.get("skipped_samples", 0))})
         trainer.close()
     return {"side": "spice", "precision": trainer.precision, "steps": steps}
 
@@ -273,15 +277,25 @@ def markdown(data: dict[str, Any]) -> str:
              f"{work['max_completion_tokens']} new tokens, micro-batches of "
              f"{work['micro_batch']}, {work['loss']}; {work['optimizer_steps']} steps, the first "
              "not timed.", "",
-             "| side | precision | s per step | completion tokens per step | ms per token |",
-             "|---|---|---|---|---|"]
+             "| side | precision | s per step | completion tokens per step | ms per token "
+             "| mean reward |",
+             "|---|---|---|---|---|---|"]
     for side, result in data["results"].items():
         if "error" in result:
-            lines.append(f"| {side} | – | failed | – | – |")
+            lines.append(f"| {side} | – | failed | – | – | – |")
             continue
+        rewards = [s["reward"] for s in result["steps"][1:]
+                   if isinstance(s.get("reward"), int | float)]
+        reward = f"{statistics.fmean(rewards):.3f}" if rewards else "–"
         lines.append(f"| {side} | {result['precision']} | {result['mean_step_s']} | "
                      f"{result.get('mean_completion_tokens', '–')} | "
-                     f"{result.get('ms_per_completion_token', '–')} |")
+                     f"{result.get('ms_per_completion_token', '–')} | {reward} |")
+    ours = data["results"].get("spice", {})
+    skipped = [s["skipped_samples"] for s in ours.get("steps", [])[1:] if "skipped_samples" in s]
+    if skipped:
+        per_step = work["prompts_per_step"] * work["generations_per_prompt"]
+        lines += ["", "Samples ours left out of the forward and backward (advantage 0) in the "
+                  f"timed steps: {skipped} of {per_step} each."]
     if "speedup_vs_trl" in data:
         lines += ["", f"- `speedup_vs_trl`: {data['speedup_vs_trl']} (TRL's mean step time over "
                   "ours)"]
