@@ -123,6 +123,12 @@ class TrainerConfig(_Section):
                                 "once per completion; the gradient is the same. Needs an "
                                 "attention that takes an explicit mask (sdpa, eager); others "
                                 "use one padded row per completion.")
+    skip_inert_samples: bool = Field(default=True, description="Leave samples that cannot "
+                                     "change the gradient (advantage exactly 0 under Dr. GRPO "
+                                     "or GRPO with beta 0) out of the forward and backward; the "
+                                     "loss still divides by the whole batch, so the step is the "
+                                     "same. Off: every sample is run, and the entropy and ratio "
+                                     "metrics cover them all.")
     lora_rank: int | None = Field(default=None, ge=1, description="Train LoRA adapters of this "
                                   "rank instead of all weights (needs peft).")
     save_every: int = Field(default=10, ge=1, description="Checkpoint every k iterations (and "

@@ -108,10 +108,18 @@ MASKED_ATTENTIONS = ("sdpa", "eager")
 """Attention implementations that take an explicit 4-D mask (the shared-prompt layout needs one)."""
 
 
+def _attention(model: Any) -> str | None:
+    """The attention implementation of ``model`` or of the module a wrapper (DDP) holds."""
+    for candidate in (model, getattr(model, "module", None)):
+        config = getattr(candidate, "config", None)
+        if config is not None:
+            return getattr(config, "_attn_implementation", None)
+    return None
+
+
 def packable(model: Any) -> bool:
     """Whether ``model``'s attention takes the block mask of the shared-prompt layout."""
-    config = getattr(model, "config", None)
-    return getattr(config, "_attn_implementation", None) in MASKED_ATTENTIONS
+    return _attention(model) in MASKED_ATTENTIONS
 
 
 def _shared_prompt_logprobs(model: Any, prompts: Sequence[Sequence[int]],
@@ -155,7 +163,7 @@ def _shared_prompt_logprobs(model: Any, prompts: Sequence[Sequence[int]],
                & ((branches[None, :] == 0) | (branches[:, None] == branches[None, :]))
                & torch.ones(length, length, dtype=torch.bool).tril())
     mask: torch.Tensor = allowed[None, None].to(device)
-    if model.config._attn_implementation == "eager":  # an additive mask
+    if _attention(model) == "eager":  # an additive mask
         dtype = next(model.parameters()).dtype
         mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(
             ~mask, torch.finfo(dtype).min)

@@ -523,8 +523,9 @@ class SpiceTrainer:
             "train": train_metrics,
             "generated": dict(generated),
             "untrainable": collected.untrainable,
-            "trained_tokens": sum(len(s.prompt_ids) + len(s.completion_ids)
-                                  for s in learning_samples(samples, self.algorithm)[0]),
+            "trained_tokens": sum(len(s.prompt_ids) + len(s.completion_ids) for s in (
+                learning_samples(samples, self.algorithm)[0]
+                if cfg.trainer.skip_inert_samples else samples)),
             "times": timer.totals(),
         }
         return _merge(self._gather(local), self.config.game.group_size)
@@ -535,10 +536,12 @@ class SpiceTrainer:
 
         Samples that cannot contribute to the gradient (advantage 0 under Dr. GRPO or GRPO
         without a KL penalty, see :func:`~algorithms.samples.learning_samples`) are not run
-        through the model; they still count in the batch size the loss is divided by, so the
-        step is the same. The metrics (entropy, clip fraction, ratio) cover the samples run, and
-        ``skipped_samples`` says how many were not."""
-        learning, skipped = learning_samples(samples, self.algorithm)
+        through the model unless ``trainer.skip_inert_samples`` is off; they still count in the
+        batch size the loss is divided by, so the step is the same. The metrics (entropy, clip
+        fraction, ratio) cover the samples run, and ``skipped_samples`` says how many were
+        not."""
+        learning, skipped = (learning_samples(samples, self.algorithm)
+                             if self.config.trainer.skip_inert_samples else (samples, 0))
         metrics = self._update(learning, sum(self._gather(len(samples))))
         metrics["skipped_samples"] = float(skipped)
         if sync:
@@ -741,10 +744,21 @@ def train(config: TrainConfig, *, resume: bool = False,
             if fabric.global_rank == 0:
                 append_jsonl(trainer.output_dir / "ranks.jsonl",
                              [{"iteration": trainer.iteration, "parameter_checksums": sums}])
+            # every rank done before any leaves: a process group torn down at interpreter exit
+            # while a peer still talks to it can abort the process
+            fabric.barrier()
+            _end_process_group()
         return summary
     finally:
         if getattr(trainer, "_ready", False):
             trainer.close()
+
+
+def _end_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------- helpers

@@ -108,6 +108,7 @@ def run_spice(args: argparse.Namespace) -> dict[str, Any]:
             "optimizer": {"lr": 1e-6},
             "trainer": {"output_dir": folder, "precision": "auto", "accelerator": "cpu",
                         "micro_batch_size": args.micro_batch, "activation_checkpointing": True,
+                        "skip_inert_samples": not args.run_every_sample,
                         "loggers": [], "progress": False, "seed": args.seed},
         })
         trainer = SpiceTrainer(config, make_fabric(config))
@@ -218,7 +219,8 @@ def child(side: str, args: argparse.Namespace) -> dict[str, Any]:
                    "--child-output", str(output), "--model", args.model,
                    "--prompts", str(args.prompts), "--generations", str(args.generations),
                    "--max-tokens", str(args.max_tokens), "--micro-batch", str(args.micro_batch),
-                   "--steps", str(args.steps), "--seed", str(args.seed)]
+                   "--steps", str(args.steps), "--seed", str(args.seed),
+                   *(["--run-every-sample"] if args.run_every_sample else [])]
         began = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not output.exists():
@@ -253,7 +255,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
                      "max_completion_tokens": args.max_tokens, "micro_batch": args.micro_batch,
                      "optimizer_steps": args.steps, "timed_steps": max(args.steps - 1, 1),
                      "temperature": 1.0, "loss": "Dr. GRPO, beta 0, lr 1e-6",
-                     "activation_checkpointing": True, "seed": args.seed},
+                     "activation_checkpointing": True, "seed": args.seed,
+                     "ours_skip_inert_samples": not args.run_every_sample},
         "results": results,
     }
     ours, theirs = results["spice"], results["trl"]
@@ -291,6 +294,12 @@ def markdown(data: dict[str, Any]) -> str:
                      f"{result.get('mean_completion_tokens', '–')} | "
                      f"{result.get('ms_per_completion_token', '–')} | {reward} |")
     ours = data["results"].get("spice", {})
+    timed = [s for s in ours.get("steps", [])[1:] if "generate_s" in s]
+    if timed:
+        generate = statistics.fmean(s["generate_s"] for s in timed)
+        rest = statistics.fmean(s["seconds"] - s["generate_s"] for s in timed)
+        lines += ["", f"Our timed steps: {generate:.1f} s generating, {rest:.1f} s verifying, "
+                  "updating and syncing the weights (means)."]
     skipped = [s["skipped_samples"] for s in ours.get("steps", [])[1:] if "skipped_samples" in s]
     if skipped:
         per_step = work["prompts_per_step"] * work["generations_per_prompt"]
@@ -316,6 +325,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--micro-batch", type=int, default=4, help="sequences per backward")
     parser.add_argument("--steps", type=int, default=4, help="optimiser steps (first untimed)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-every-sample", action="store_true",
+                        help="ours: run zero-advantage samples through the model too "
+                             "(trainer.skip_inert_samples off), as TRL does")
     parser.add_argument("--notes", type=Path, default=None,
                         help="a text file whose content is added to the report")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/trl.json"))

@@ -121,5 +121,8 @@ def test_shared_prompts_fall_back_to_padding(monkeypatch: pytest.MonkeyPatch) ->
     assert calls == []  # no prompt repeats / nothing to score / turned off
     completion_logprobs(model, [[5, 6], [5, 6]], [[1], [2]], tokenizer.pad_token_id)
     assert calls == [1]
+    wrapper = torch.nn.Module()  # a data-parallel wrapper keeps the model in .module
+    wrapper.module = model
+    assert module.packable(wrapper)
     model.config._attn_implementation = "flash_attention_2"  # takes no explicit mask
-    assert not module.packable(model)
+    assert not module.packable(model) and not module.packable(wrapper)

@@ -275,3 +275,32 @@ def test_every_shipped_config_validates(path: Path) -> None:
     config = load_config(path)
     assert config.trainer.iterations >= 1
     assert json.loads(config.model_dump_json())  # serialisable as it is written to runs
+
+
+def test_skipping_zero_advantage_samples_leaves_the_step_unchanged(tiny_folder: Path,
+                                                                    tmp_path: Path) -> None:
+    from algorithms.samples import TrainingSample, assign_advantages
+    from algorithms.trainer import SpiceTrainer, make_fabric
+
+    def sample(group: int, reward: float, completion: tuple[int, ...]) -> TrainingSample:
+        return TrainingSample(role="reasoner", group=group, prompt_ids=(5, 6, 7, 8 + group),
+                              completion_ids=completion, old_logprobs=(-1.0,) * len(completion),
+                              reward=reward)
+
+    raw = [sample(0, 1.0, (9, 10)), sample(0, 0.0, (11,)), sample(1, 1.0, (12, 13, 14)),
+           sample(1, 1.0, (15,))]
+    after = []
+    for skip in (True, False):
+        config = tiny_config(tiny_folder, tmp_path / f"skip-{skip}",
+                             trainer={"skip_inert_samples": skip, "micro_batch_size": 2,
+                                      "loggers": []})
+        trainer = SpiceTrainer(config, make_fabric(config))
+        trainer.setup()
+        samples, _ = assign_advantages(raw, trainer.algorithm)
+        metrics = trainer.update(samples)
+        assert metrics["skipped_samples"] == (2.0 if skip else 0.0)
+        after.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+        trainer.close()
+    assert after[0].keys() == after[1].keys()
+    for name, tensor in after[0].items():
+        torch.testing.assert_close(tensor, after[1][name], rtol=0, atol=1e-7)
