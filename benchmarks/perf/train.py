@@ -144,7 +144,7 @@ def one_iteration(args: argparse.Namespace) -> dict[str, Any]:
     keys = ["time/generate", "time/verify", "time/train", "time/sync", "time/iteration",
             "throughput/generated_tokens_per_s", "throughput/trained_tokens_per_s",
             "challenger/completion_tokens", "reasoner/completion_tokens",
-            "train/completion_tokens", "challenger/valid_rate"]
+            "train/completion_tokens", "train/skipped_samples", "challenger/valid_rate"]
     return {"config": args.demo_config, **{k: round(record[k], 3) for k in keys if k in record}}
 
 
