@@ -11,7 +11,10 @@ Two layouts give the same numbers:
   block mask; positions restart after the prompt for every completion). A group of G answers to a
   P-token prompt then costs P + ΣC token positions instead of G·(P + max C), with the same
   log-probabilities and gradients up to floating-point rounding. It needs an attention that takes
-  an explicit mask (``sdpa`` or ``eager``); other attentions use the padded layout.
+  an explicit mask (``sdpa`` or ``eager``) and, for sliding-window models, sequences no longer
+  than the window; otherwise the padded layout is used. The mask is one ``L × L`` tensor for the
+  packed length L, so its attention cost grows with the square of all the tokens of a
+  micro-batch: keep micro-batches to a group or two of long prompts.
 
 Either way only the positions that predict completion tokens get logits (``logits_to_keep``),
 which keeps the vocabulary-sized tensor at completion length.
@@ -66,7 +69,9 @@ def completion_logprobs(model: Any, prompts: Sequence[Sequence[int]],
     if not prompts:
         raise ValueError("no sequences")
     if (share_prompts and len({tuple(p) for p in prompts}) < len(prompts)
-            and any(completions) and packable(model)):
+            and any(completions)
+            and packable(model, max(len(p) + len(c) for p, c in zip(prompts, completions,
+                                                                       strict=True)))):
         return _shared_prompt_logprobs(model, prompts, completions, with_hidden=with_hidden)
     device = next(model.parameters()).device
     width_prompt = max(len(p) for p in prompts)
@@ -108,18 +113,45 @@ MASKED_ATTENTIONS = ("sdpa", "eager")
 """Attention implementations that take an explicit 4-D mask (the shared-prompt layout needs one)."""
 
 
-def _attention(model: Any) -> str | None:
-    """The attention implementation of ``model`` or of the module a wrapper (DDP) holds."""
+def _config(model: Any) -> Any:
+    """The configuration of ``model`` or of the module a wrapper (DDP) holds."""
     for candidate in (model, getattr(model, "module", None)):
         config = getattr(candidate, "config", None)
         if config is not None:
-            return getattr(config, "_attn_implementation", None)
+            return config
     return None
 
 
-def packable(model: Any) -> bool:
-    """Whether ``model``'s attention takes the block mask of the shared-prompt layout."""
-    return _attention(model) in MASKED_ATTENTIONS
+def _attention(model: Any) -> str | None:
+    return getattr(_config(model), "_attn_implementation", None)
+
+
+def _window(config: Any) -> int | None:
+    """The attention window when some layer attends to a window only (0: one of unknown size),
+    None when every layer attends to the whole sequence."""
+    types = getattr(config, "layer_types", None)
+    window = getattr(config, "sliding_window", None)
+    if types is not None:
+        local = any(kind != "full_attention" for kind in types)
+    else:
+        local = bool(window) and bool(getattr(config, "use_sliding_window", True))
+    if not local:
+        return None
+    return int(window) if isinstance(window, int) else 0
+
+
+def packable(model: Any, longest: int | None = None) -> bool:
+    """Whether ``model``'s attention takes the block mask of the shared-prompt layout.
+
+    The block mask replaces the model's own, so a model whose layers attend to a sliding window
+    is packable only when no sequence (prompt + completion, ``longest`` tokens) is longer than
+    the window: the window then hides nothing.
+    """
+    config = _config(model)
+    if _attention(model) not in MASKED_ATTENTIONS:
+        return False
+    window = _window(config)
+    return window is None or (longest is not None and 0 < longest <= window)
 
 
 def _shared_prompt_logprobs(model: Any, prompts: Sequence[Sequence[int]],
@@ -162,9 +194,10 @@ def _shared_prompt_logprobs(model: Any, prompts: Sequence[Sequence[int]],
     allowed = ((blocks[:, None] == blocks[None, :])
                & ((branches[None, :] == 0) | (branches[:, None] == branches[None, :]))
                & torch.ones(length, length, dtype=torch.bool).tril())
-    mask: torch.Tensor = allowed[None, None].to(device)
-    if _attention(model) == "eager":  # an additive mask
-        dtype = next(model.parameters()).dtype
+    mask: torch.Tensor = allowed[None, None].to(device)  # sdpa: True where attention goes
+    if _attention(model) == "eager":  # eager adds the mask to the scores
+        dtype = (torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type)
+                 else next(model.parameters()).dtype)
         mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(
             ~mask, torch.finfo(dtype).min)
     rows, width = len(prompts), max(max(lengths), 1)

@@ -866,13 +866,14 @@ def _merge(parts: Sequence[Mapping[str, Any]], group_size: int) -> dict[str, flo
         out[f"train/{key}"] = float("nan")
     for key in sorted(keys):
         out[f"train/{key}"] = sum(t.get(key, 0.0) * t["tokens"] for t in trained) / tokens
-    out["train/loss"] = sum(p["train"].get("loss", 0.0) for p in parts) if trained \
-        else float("nan")
+    skipped = sum(p["train"].get("skipped_samples", 0.0) for p in parts)
+    # nothing run because every sample had advantage 0: the loss is exactly 0
+    out["train/loss"] = (sum(p["train"].get("loss", 0.0) for p in parts) if trained
+                         else 0.0 if skipped else float("nan"))
     norms = [p["train"]["grad_norm"] for p in parts if "grad_norm" in p["train"]]
     out["train/grad_norm"] = norms[0] if norms else float("nan")
     out["train/completion_tokens"] = float(tokens)
-    out["train/skipped_samples"] = float(sum(p["train"].get("skipped_samples", 0.0)
-                                             for p in parts))
+    out["train/skipped_samples"] = float(skipped)
     rates = [p["train"]["lr"] for p in parts if "lr" in p["train"]]
     out["train/lr"] = rates[0] if rates else float("nan")
     out["untrainable_samples"] = float(sum(p["untrainable"] for p in parts))

@@ -124,5 +124,12 @@ def test_shared_prompts_fall_back_to_padding(monkeypatch: pytest.MonkeyPatch) ->
     wrapper = torch.nn.Module()  # a data-parallel wrapper keeps the model in .module
     wrapper.module = model
     assert module.packable(wrapper)
+    config = model.config  # a sliding window would be lost in the block mask
+    config.layer_types = ["sliding_attention"] * len(config.layer_types)
+    config.sliding_window = 8
+    assert module.packable(model, longest=8) and not module.packable(model, longest=9)
+    assert not module.packable(model)
+    config.layer_types = ["full_attention"] * len(config.layer_types)
+    config.sliding_window = None
     model.config._attn_implementation = "flash_attention_2"  # takes no explicit mask
     assert not module.packable(model) and not module.packable(wrapper)
