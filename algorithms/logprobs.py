@@ -148,7 +148,7 @@ def packable(model: Any, longest: int | None = None) -> bool:
     the window: the window then hides nothing.
     """
     config = _config(model)
-    if _attention(model) not in MASKED_ATTENTIONS:
+    if getattr(config, "_attn_implementation", None) not in MASKED_ATTENTIONS:
         return False
     window = _window(config)
     return window is None or (longest is not None and 0 < longest <= window)
@@ -205,15 +205,14 @@ def _shared_prompt_logprobs(model: Any, prompts: Sequence[Sequence[int]],
     for row, count in enumerate(lengths):
         out_mask[row, :count] = 1
     out_mask = out_mask.to(device)
+    kept = torch.tensor(keep, device=device)
     out = model(input_ids=torch.tensor([tokens], device=device), attention_mask=mask,
-                position_ids=torch.tensor([positions], device=device),
-                logits_to_keep=torch.tensor(keep, device=device),
+                position_ids=torch.tensor([positions], device=device), logits_to_keep=kept,
                 output_hidden_states=with_hidden, use_cache=False)
     picked, entropy = token_logprobs(out.logits[0], torch.tensor(targets, device=device))
     hidden = None
     if with_hidden:
-        hidden = _per_completion(out.hidden_states[-1][0, torch.tensor(keep, device=device)],
-                                 lengths, starts, width)
+        hidden = _per_completion(out.hidden_states[-1][0, kept], lengths, starts, width)
     return CompletionLogprobs(logprobs=_per_completion(picked, lengths, starts, width),
                               mask=out_mask,
                               entropy=_per_completion(entropy, lengths, starts, width),

@@ -523,9 +523,8 @@ class SpiceTrainer:
             "train": train_metrics,
             "generated": dict(generated),
             "untrainable": collected.untrainable,
-            "trained_tokens": sum(len(s.prompt_ids) + len(s.completion_ids) for s in (
-                learning_samples(samples, self.algorithm)[0]
-                if cfg.trainer.skip_inert_samples else samples)),
+            "trained_tokens": sum(len(s.prompt_ids) + len(s.completion_ids)
+                                  for s in self._learning_samples(samples)[0]),
             "times": timer.totals(),
         }
         return _merge(self._gather(local), self.config.game.group_size)
@@ -540,14 +539,20 @@ class SpiceTrainer:
         batch size the loss is divided by, so the step is the same. The metrics (entropy, clip
         fraction, ratio) cover the samples run, and ``skipped_samples`` says how many were
         not."""
-        learning, skipped = (learning_samples(samples, self.algorithm)
-                             if self.config.trainer.skip_inert_samples else (samples, 0))
+        learning, skipped = self._learning_samples(samples)
         metrics = self._update(learning, sum(self._gather(len(samples))))
         metrics["skipped_samples"] = float(skipped)
         if sync:
             self._sync_weights()
             _release_memory()
         return metrics
+
+    def _learning_samples(self, samples: list[TrainingSample]
+                          ) -> tuple[list[TrainingSample], int]:
+        """The samples the update runs through the model, and how many it leaves out."""
+        if not self.config.trainer.skip_inert_samples:
+            return samples, 0
+        return learning_samples(samples, self.algorithm)
 
     def _seed_sampling(self) -> None:
         """Per-iteration, per-rank, per-role sampling seeds: a resumed run samples the same."""
