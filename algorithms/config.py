@@ -5,13 +5,16 @@ A run is described by one :class:`TrainConfig` with the sections ``model``, ``ro
 ``algorithm`` (one of :data:`algorithms.registry.AlgorithmConfig`, picked by ``name``),
 ``optimizer`` and ``trainer``. Every section refuses unknown keys.
 
-:func:`load_config` reads a YAML file, applies overrides such as ``trainer.iterations=20`` or
-``algorithm.name=grpo`` (values are parsed as YAML scalars), and validates. Any problem raises
-:class:`ConfigError`, whose message names the file, the dotted key and what is wrong with it.
+:func:`load_config` reads a YAML file, or a shipped config by name (``cpu-demo``,
+``paper-qwen3-4b``, ...: :func:`shipped_configs`), applies overrides such as
+``trainer.iterations=20`` or ``algorithm.name=grpo`` (values are parsed as YAML scalars), and
+validates. Any problem raises :class:`ConfigError`, whose one-line message names the file, the
+dotted key and what is wrong with it (with the closest known key for a misspelt one).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,9 +63,9 @@ class RolloutConfig(_Section):
     """What one iteration samples (Algorithm 1's B and N; G is ``game.group_size``)."""
 
     corpus: str | dict[str, float] = Field(default="embedded:math", description="A corpus "
-                                           "spec ('embedded', 'embedded:math', a file or "
-                                           "folder, 'hf:<id>[:split]') or a weighted mixture "
-                                           "{spec: weight}.")
+                                           "spec (`embedded`, `embedded:math`, a file or "
+                                           "folder, `hf:<dataset id>[:split]`) or a weighted "
+                                           "mixture `{spec: weight}`.")
     batch_size: int = Field(default=8, ge=1, description="B: documents per iteration and "
                             "process (the global batch is B × processes).")
     attempts: int = Field(default=8, ge=1, description="N: Challenger attempts per document.")
@@ -220,16 +223,62 @@ def build_config(data: Mapping[str, Any] | None, overrides: Sequence[str] = (),
         raise ConfigError(_explain(error, source)) from None
 
 
+SHIPPED_CONFIG_DIR = Path(__file__).parent / "configs"
+"""Where the shipped configurations live (inside the installed package)."""
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The shipped configurations by name (the file name without ``.yaml``), sorted."""
+    return {path.stem: path for path in sorted(SHIPPED_CONFIG_DIR.glob("*.yaml"))}
+
+
+def config_summary(path: Path) -> str:
+    """The first comment line of a config file (what it is for), or ``""``."""
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    for line in lines:
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def resolve_config(spec: str | os.PathLike[str]) -> Path:
+    """The file a ``--config`` value names: an existing path, else a shipped config's name.
+
+    Raises:
+        ConfigError: when it is neither (with the closest shipped names).
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if path.exists():
+        raise ConfigError(f"config {path} is a folder, not a YAML file")
+    shipped = shipped_configs()
+    name = str(spec).removesuffix(".yaml").removesuffix(".yml")
+    if name in shipped:
+        return shipped[name]
+    close = difflib.get_close_matches(name, list(shipped), n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ConfigError(f"no config file {spec} and no shipped config of that name; {hint}"
+                      "`spice configs` lists the shipped ones")
+
+
 def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()
                 ) -> TrainConfig:
-    """Read a YAML file (or start from the defaults with ``None``) and apply overrides.
+    """Read a YAML file or shipped config (or start from the defaults with ``None``) and
+    apply overrides.
 
-    A file may start from another: a top-level ``extends: other.yaml`` (relative to the file)
-    loads that one first and merges this file's sections over it, key by key.
+    A file may start from another: a top-level ``extends: other.yaml`` (relative to the file, or
+    a shipped config's name) loads that one first and merges this file's sections over it, key
+    by key.
     """
     if path is None:
         return build_config({}, overrides)
-    file = Path(path)
+    file = resolve_config(path)
     return build_config(_read_yaml(file, ()), overrides, source=str(file))
 
 
@@ -238,10 +287,16 @@ def _read_yaml(file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         text = file.read_text("utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config {file}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config {file} is not UTF-8 text (byte {error.start}); save it as "
+                          "UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"{file}: not valid YAML ({error})") from None
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "cannot be parsed"
+        raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -253,6 +308,8 @@ def _read_yaml(file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(parent, str):
         raise ConfigError(f"{file}: extends must be a file name, got {parent!r}")
     base = (file.parent / parent).resolve()
+    if not base.exists() and parent.removesuffix(".yaml") in shipped_configs():
+        base = shipped_configs()[parent.removesuffix(".yaml")].resolve()
     if base in chain or base == file.resolve():
         raise ConfigError(f"{file}: extends {parent} makes a cycle")
     return _deep_merge(_read_yaml(base, (*chain, file.resolve())), merged)
@@ -278,13 +335,43 @@ def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _explain(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: {error.error_count()} problem(s)"]
+    """Every problem on one line: ``source: key: what (got value); key: unknown key (did you
+    mean other?)``."""
+    problems = []
     for problem in error.errors():
         location = [str(part) for part in problem["loc"]
                     if not (isinstance(part, str) and part in ("drgrpo", "grpo", "ppo"))]
         key = ".".join(location) or "(top level)"
         if problem["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            known = _known_keys(problem["loc"][:-1])
+            close = difflib.get_close_matches(location[-1], known, n=1, cutoff=0.6)
+            prefix = ".".join(location[:-1] + close[:1])
+            hint = f" (did you mean {prefix}?)" if close else (
+                f" (known: {', '.join(known)})" if known else "")
+            problems.append(f"{key}: unknown key{hint}")
         else:
-            lines.append(f"  {key}: {problem['msg']} (got {problem.get('input')!r})")
-    return "\n".join(lines)
+            got = problem.get("input")
+            shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
+            problems.append(f"{key}: {problem['msg']} (got {shown})")
+    return f"{source}: " + "; ".join(problems)
+
+
+def _known_keys(location: Sequence[int | str]) -> list[str]:
+    """The keys a section of :class:`TrainConfig` accepts, found by walking its location."""
+    from algorithms.registry import ALGORITHM_CONFIGS
+
+    model: type[BaseModel] | None = TrainConfig
+    for part in location:
+        if isinstance(part, str) and part in ALGORITHM_CONFIGS:
+            model = ALGORITHM_CONFIGS[part]
+            continue
+        if model is None:
+            return []
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if str(part) == "algorithm":
+            model = None  # resolved by the tag that follows
+            continue
+        model = annotation if isinstance(annotation, type) and issubclass(
+            annotation, BaseModel) else None
+    return sorted(model.model_fields) if model is not None else []

@@ -28,7 +28,8 @@ from algorithms.base import (
 class DrGRPOConfig(AlgorithmConfigBase):
     """Settings of Dr. GRPO."""
 
-    name: Literal["drgrpo"] = "drgrpo"
+    name: Literal["drgrpo"] = Field(default="drgrpo", description="Picks the algorithm (the "
+                                 "section's tag).")
     loss_normaliser: int = Field(default=1024, ge=1, description="The constant the summed "
                                  "token losses are divided by: the maximum generation length.")
 

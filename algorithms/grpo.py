@@ -22,7 +22,8 @@ from algorithms.base import (
 class GRPOConfig(AlgorithmConfigBase):
     """Settings of GRPO."""
 
-    name: Literal["grpo"] = "grpo"
+    name: Literal["grpo"] = Field(default="grpo", description="Picks the algorithm (the "
+                                 "section's tag).")
     std_eps: float = Field(default=1e-6, gt=0, description="Added to the group's standard "
                            "deviation before dividing.")
 

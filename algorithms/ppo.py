@@ -29,7 +29,8 @@ from algorithms.base import (
 class PPOConfig(AlgorithmConfigBase):
     """Settings of PPO."""
 
-    name: Literal["ppo"] = "ppo"
+    name: Literal["ppo"] = Field(default="ppo", description="Picks the algorithm (the "
+                                 "section's tag).")
     gamma: float = Field(default=1.0, ge=0, le=1, description="Discount γ of GAE.")
     lam: float = Field(default=0.95, ge=0, le=1, description="λ of GAE.")
     value_clip: float = Field(default=0.2, gt=0, description="How far a new value prediction "

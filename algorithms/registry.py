@@ -15,6 +15,10 @@ AlgorithmName = Literal["drgrpo", "grpo", "ppo"]
 AlgorithmConfig = Annotated[DrGRPOConfig | GRPOConfig | PPOConfig, Field(discriminator="name")]
 """Any algorithm's configuration; its ``name`` field picks the class."""
 
+ALGORITHM_CONFIGS: dict[str, type[DrGRPOConfig] | type[GRPOConfig] | type[PPOConfig]] = {
+    "drgrpo": DrGRPOConfig, "grpo": GRPOConfig, "ppo": PPOConfig}
+"""Configuration classes by algorithm name."""
+
 ALGORITHMS: dict[str, type[DrGRPO] | type[GRPO] | type[PPO]] = {
     "drgrpo": DrGRPO, "grpo": GRPO, "ppo": PPO}
 """Algorithm classes by name (``drgrpo`` is the paper's and the default)."""

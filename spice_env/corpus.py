@@ -595,6 +595,72 @@ def load_corpus(
     return Corpus(docs, name=name, stats=stats)
 
 
+@dataclass(frozen=True)
+class SourcePeek:
+    """The first records of one source of a corpus spec.
+
+    Attributes:
+        name: the source (its spec).
+        weight: its share of the mixture (1.0 for a single source).
+        records: how many records were read.
+        documents: how many of them gave a usable document.
+        first: the start of the first usable document's text.
+    """
+
+    name: str
+    weight: float
+    records: int
+    documents: int
+    first: str
+
+
+def peek_corpus(spec: CorpusSpec, *, records: int = 8, text_field: str | None = None
+                ) -> list[SourcePeek]:
+    """Read only the first ``records`` records of every source of ``spec``, to check it early.
+
+    The same checks as :func:`load_corpus` (paths, schemes, mixture weights, fields), at the cost
+    of a few records per source: a spec that passes here can still hold bad records further on,
+    which loading skips and counts.
+
+    Raises:
+        CorpusError: a source that cannot be read or whose first records hold no usable text.
+    """
+    if spec == "embedded":
+        spec = {"embedded:math": 0.5, "embedded:general": 0.5}
+    if isinstance(spec, Mapping):
+        if not spec:
+            raise CorpusError("a corpus mixture needs at least one component")
+        total = 0.0
+        for part, weight in spec.items():
+            _check_weight(part, weight)
+            total += float(weight)
+        if total <= 0:
+            raise CorpusError("the corpus mixture's weights are all 0")
+        out = []
+        for part, weight in spec.items():
+            for inner in peek_corpus(part, records=records, text_field=text_field):
+                out.append(SourcePeek(f"{part}/{inner.name}" if inner.name != part else part,
+                                      float(weight) / total * inner.weight, inner.records,
+                                      inner.documents, inner.first))
+        return out
+    stats = CorpusStats()
+    found, name = _records_for(spec, text_field, records, stats)
+    head = list(itertools.islice(found, records))
+    docs = _documents_from_records(head, DEFAULT_MAX_TOKENS, approx_token_count, stats, set())
+    if not docs:
+        detail = f": {stats.errors[0]}" if stats.errors else ""
+        read = f"first {len(head)} records" if len(head) != 1 else "first record"
+        raise CorpusError(f"corpus {name!r}: its {read} hold no usable text{detail}")
+    return [SourcePeek(name, 1.0, len(head), len(docs), docs[0].text[:80])]
+
+
+def _check_weight(part: Any, weight: Any) -> None:
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0 \
+            or not math.isfinite(weight):
+        raise CorpusError(
+            f"mixture weight of {part!r} must be a finite number >= 0, got {weight!r}")
+
+
 def _load_mixture(spec: Mapping[str, float], **kwargs: Any) -> Corpus:
     if not spec:
         raise CorpusError("a corpus mixture needs at least one component")
@@ -602,9 +668,7 @@ def _load_mixture(spec: Mapping[str, float], **kwargs: Any) -> Corpus:
     components: list[tuple[str, list[int], float]] = []
     stats = CorpusStats()
     for part, weight in spec.items():
-        if not isinstance(weight, int | float) or weight < 0 or not math.isfinite(weight):
-            raise CorpusError(
-                f"mixture weight of {part!r} must be a finite number >= 0, got {weight!r}")
+        _check_weight(part, weight)
         corpus = load_corpus(part, **kwargs)
         stats.merge(corpus.stats)
         offset = len(docs)

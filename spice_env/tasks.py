@@ -140,9 +140,9 @@ _ESCAPE = re.compile(r"\\(\\|u[0-9a-fA-F]{4}|[A-Za-z]+|.)", re.DOTALL)
 
 
 def repair_latex_escapes(text: str) -> str:
-    """Double the backslashes of LaTeX written unescaped inside JSON strings.
+    r"""Double the backslashes of LaTeX written unescaped inside JSON strings.
 
-    ``\frac``, ``\times``, ``\\sqrt`` or ``\\(`` in a JSON string are invalid escapes or decode to
+    ``\frac``, ``\times``, ``\sqrt`` or ``\(`` in a JSON string are invalid escapes or decode to
     control characters; they are turned into ``\\frac`` etc. Valid escapes (``\\``, ``\"``,
     ``\n`` before a non-command, ``\u00e9``) are kept.
     """

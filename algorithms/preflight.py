@@ -1,0 +1,354 @@
+"""Checks that run before a training run loads anything heavy, and the plan they print.
+
+:func:`preflight` validates, in this order and without loading model weights: the run folder
+(``trainer.output_dir``), the optional packages the config asks for, the corpus (its first
+records), the model (its configuration and tokenizer, when they can be reached) and a frozen
+Challenger's endpoint. A problem raises :class:`PreflightError` with one line that says what is
+wrong and how to fix it, so a mistake costs seconds instead of a model start-up.
+
+The :class:`RunPlan` it returns describes the run: processes, documents per process, B/N/G, the
+generations and trained samples of one iteration, and an estimate of the memory per device
+(``spice train --dry-run`` prints it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from algorithms.config import ConfigError, TrainConfig
+from algorithms.runlog import CHECKPOINTS_DIR, earlier_run, latest_checkpoint
+
+
+class PreflightError(ConfigError):
+    """A run that cannot start; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What is known about the policy without loading its weights."""
+
+    source: str
+    parameters: int | None = None
+    layers: int | None = None
+    hidden_size: int | None = None
+    vocab_size: int | None = None
+    note: str = ""
+
+
+@dataclass
+class RunPlan:
+    """What a training run will do, per iteration and per device (from :func:`preflight`)."""
+
+    config: TrainConfig
+    accelerator: str
+    processes: int
+    precision: str
+    corpus: list[Any]
+    model: ModelFacts
+    memory_gb: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def documents_per_iteration(self) -> int:
+        """B over all processes."""
+        return self.config.rollout.batch_size * self.processes
+
+    def describe(self) -> str:
+        """The plan as a few aligned lines of text."""
+        cfg = self.config
+        b, n, g = cfg.rollout.batch_size, cfg.rollout.attempts, cfg.game.group_size
+        lines = [
+            f"run folder      {cfg.trainer.output_dir}",
+            f"processes       {self.processes} ({self.accelerator}, "
+            f"{cfg.trainer.strategy} strategy, precision {self.precision})",
+            f"per iteration   B={b} documents per process ({self.documents_per_iteration} in "
+            f"all), N={n} Challenger attempts each, G={g} kept; up to {b * g * g} Reasoner "
+            f"answers and {2 * b * g} trained samples per process",
+            f"iterations      {cfg.trainer.iterations} ({cfg.trainer.iterations * b} documents "
+            "per process)",
+            f"algorithm       {cfg.algorithm.name}, lr {cfg.optimizer.lr:g}, backend "
+            f"{cfg.model.backend}",
+        ]
+        for source in self.corpus:
+            lines.append(f"corpus          {source.name} (weight {source.weight:.2f}): "
+                         f"{source.documents} usable documents in its first {source.records} "
+                         "records")
+        facts = self.model
+        size = f"{facts.parameters / 1e9:.2f}B parameters" if facts.parameters else "size unknown"
+        lines.append(f"model           {cfg.model.name} -> {facts.source} ({size})")
+        if self.memory_gb:
+            total = sum(self.memory_gb.values())
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in self.memory_gb.items())
+            lines.append(f"memory/device   about {total:.1f} GB ({parts}; an estimate)")
+        lines.extend(f"note            {note}" for note in self.notes + (
+            [facts.note] if facts.note else []))
+        return "\n".join(lines)
+
+
+def preflight(config: TrainConfig, *, resume: bool = False, dry_run: bool = False) -> RunPlan:
+    """Check everything a run needs that can be checked cheaply, in the order it is needed.
+
+    Args:
+        config: the run.
+        resume: the run continues from the last checkpoint of its folder.
+        dry_run: nothing will be trained: a hub model that cannot be reached now is a note in
+            the plan instead of an error.
+
+    Raises:
+        PreflightError: the first problem found, as one line naming the fix.
+    """
+    check_output_dir(config, resume=resume)
+    check_packages(config)
+    corpus = check_corpus(config)
+    model = check_model(config, unreachable_ok=dry_run)
+    check_endpoint(config)
+    accelerator, processes = _processes(config)
+    from algorithms.trainer import resolve_precision
+
+    precision = resolve_precision(config.trainer.precision, config.trainer.accelerator)
+    plan = RunPlan(config=config, accelerator=accelerator, processes=processes,
+                   precision=precision, corpus=corpus, model=model)
+    if model.parameters:
+        plan.memory_gb = estimate_memory(config, model, precision)
+    return plan
+
+
+# --- the single checks --------------------------------------------------------------------------
+
+def check_output_dir(config: TrainConfig, *, resume: bool = False) -> None:
+    """The run folder can be written, and holds an earlier run only when that is meant."""
+    folder = Path(config.trainer.output_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise PreflightError(f"trainer.output_dir {folder} is a file; choose a folder "
+                             f"(trainer.output_dir=runs/<name>)")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PreflightError(f"trainer.output_dir {folder}: {existing} is a file, so the folder "
+                             "cannot be created; choose another trainer.output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PreflightError(f"trainer.output_dir {folder} cannot be written ({existing} is not "
+                             "writable); choose another trainer.output_dir")
+    if resume:
+        if latest_checkpoint(folder) is None:
+            raise PreflightError(f"nothing to resume: {folder / CHECKPOINTS_DIR} has no "
+                                 "checkpoint (run without --resume to start)")
+    elif earlier_run(folder) and not config.trainer.overwrite:
+        raise PreflightError(f"{folder} holds an earlier run: continue it with --resume, or set "
+                             "trainer.overwrite=true to start afresh (its checkpoints, metrics "
+                             "and rollouts are deleted), or choose another trainer.output_dir")
+
+
+def check_packages(config: TrainConfig) -> None:
+    """Optional packages that the config needs are installed."""
+    needs = []
+    if "wandb" in config.trainer.loggers:
+        needs.append(("wandb", "the wandb logger (trainer.loggers)", "wandb"))
+    if config.trainer.lora_rank:
+        needs.append(("peft", "trainer.lora_rank", "lora"))
+    if config.model.backend == "vllm":
+        needs.append(("vllm", "model.backend=vllm", "vllm"))
+    for module, setting, extra in needs:
+        if importlib.util.find_spec(module) is None:
+            raise PreflightError(f"{setting} needs the {module} package, which is not "
+                                 f"installed: pip install 'spice-env[{extra}]' (or drop the "
+                                 "setting)")
+    if config.trainer.strategy == "fsdp":
+        raise PreflightError("trainer.strategy=fsdp is not supported yet: the weight sync to "
+                             "the generation engine and the model export need the gathered full "
+                             "parameters; use trainer.strategy=ddp")
+    if config.trainer.lora_rank and config.algorithm.name == "ppo":
+        raise PreflightError("trainer.lora_rank: PPO's value head is not supported with LoRA; "
+                             "use algorithm.name=drgrpo or drop trainer.lora_rank")
+
+
+def check_corpus(config: TrainConfig) -> list[Any]:
+    """The corpus spec resolves and its first records hold text."""
+    from spice_env.corpus import CorpusError, peek_corpus
+
+    spec = config.rollout.corpus
+    try:
+        return peek_corpus(spec if isinstance(spec, str) else dict(spec),
+                           text_field=config.rollout.text_field)
+    except CorpusError as error:
+        raise PreflightError(f"rollout.corpus: {error}") from None
+
+
+def check_model(config: TrainConfig, *, unreachable_ok: bool = False) -> ModelFacts:
+    """The model's configuration and tokenizer load (no weights); its size is counted."""
+    facts = model_facts(config.model.name, trust_remote_code=config.model.trust_remote_code,
+                        setting="model.name", unreachable_ok=unreachable_ok)
+    if config.model.frozen_challenger and not config.model.frozen_challenger_endpoint:
+        model_facts(config.model.frozen_challenger,
+                    trust_remote_code=config.model.trust_remote_code,
+                    setting="model.frozen_challenger", unreachable_ok=unreachable_ok)
+    return facts
+
+
+def model_facts(name: str, *, trust_remote_code: bool = False, setting: str = "model",
+                unreachable_ok: bool = False) -> ModelFacts:
+    """Size and shape of a model from its configuration (no weights are read).
+
+    A hub id whose configuration cannot be fetched raises, unless ``unreachable_ok``: then the
+    facts say so.
+    """
+    from agents.models import SHIPPED_MODELS, model_cache_dir
+
+    if name in SHIPPED_MODELS:
+        folder = model_cache_dir(name)
+        if not (folder / "config.json").is_file():
+            return ModelFacts(source=f"shipped {name} (not prepared yet)",
+                              note=f"{name} is downloaded and converted on first use (about "
+                              "a minute); `spice assets` prepares it ahead of time")
+        source = str(folder)
+    else:
+        path = Path(name).expanduser()
+        if path.exists():
+            if not path.is_dir() or not (path / "config.json").is_file():
+                raise PreflightError(f"{setting}: {path} is not a transformers model folder (no "
+                                     "config.json); give a folder saved by save_pretrained, a "
+                                     "shipped name or a hub id")
+            source = str(path)
+        elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+            raise PreflightError(f"{setting}: no model folder {name}; give a transformers "
+                                 "folder, a shipped name (spice-env ships "
+                                 f"{', '.join(SHIPPED_MODELS)}) or a hub id")
+        else:
+            source = name
+            problem = hub_problem()
+            if problem:
+                if unreachable_ok:
+                    return ModelFacts(source=f"hub {name}", note=f"{setting}: {name} is a hub "
+                                      f"id and {problem}; the run needs it")
+                raise PreflightError(f"{setting}: {name} is neither a shipped name nor a local "
+                                     f"folder, and as a hub id it cannot be fetched: {problem}")
+    try:
+        from transformers import AutoConfig, AutoTokenizer
+
+        model_config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if unreachable_ok and source == name:
+            return ModelFacts(source=f"hub {name}", note=f"{setting}: the configuration of "
+                              f"{name} could not be fetched now ({first}); the run needs it")
+        raise PreflightError(f"{setting}: cannot load the configuration or tokenizer of "
+                             f"{name}: {first}") from None
+    return ModelFacts(source=source, parameters=_count_parameters(model_config),
+                      layers=getattr(model_config, "num_hidden_layers", None),
+                      hidden_size=getattr(model_config, "hidden_size", None),
+                      vocab_size=getattr(model_config, "vocab_size", None))
+
+
+def hub_problem() -> str | None:
+    """Why models cannot be fetched from the Hugging Face Hub now, or ``None`` when they can
+    (or when offline mode reads them from the local cache)."""
+    from agents.models import hub_connection_problem
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
+            return None
+    problem = hub_connection_problem()
+    return f"{problem}; with the model in the local cache, set HF_HUB_OFFLINE=1" if problem \
+        else None
+
+
+def _count_parameters(model_config: Any) -> int | None:
+    """Parameters of the model a configuration describes, built on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config)
+    except Exception:  # an architecture this transformers cannot build: size unknown
+        return None
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_endpoint(config: TrainConfig) -> None:
+    """A frozen Challenger's OpenAI-compatible endpoint answers."""
+    url = config.model.frozen_challenger_endpoint
+    if url:
+        reason = endpoint_problem(url)
+        if reason:
+            raise PreflightError(f"model.frozen_challenger_endpoint {url} cannot be reached "
+                                 f"({reason}); start the server or fix the URL")
+
+
+def endpoint_problem(base_url: str, timeout: float = 5.0) -> str | None:
+    """Why ``<base_url>/models`` does not answer, or ``None`` when it does."""
+    target = base_url.rstrip("/") + "/models"
+    if not target.startswith(("http://", "https://")):
+        return "not an http(s) URL"
+    headers = {"Accept": "application/json"}
+    key = os.environ.get("OPENAI_API_KEY")
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(target, headers=headers),
+                                    timeout=timeout) as response:
+            json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return None if error.code in (401, 403) else f"HTTP {error.code} from {target}"
+    except (urllib.error.URLError, OSError) as error:
+        return str(getattr(error, "reason", error))
+    except ValueError:
+        return f"{target} does not answer JSON"
+    return None
+
+
+def _processes(config: TrainConfig) -> tuple[str, int]:
+    """The accelerator and the number of processes Fabric would launch."""
+    import torch
+
+    trainer = config.trainer
+    accelerator = trainer.accelerator
+    if accelerator == "auto":
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    elif accelerator == "gpu":
+        accelerator = "cuda"
+    devices = trainer.devices
+    if devices == "auto":
+        devices = torch.cuda.device_count() if accelerator == "cuda" else 1
+    return accelerator, max(1, int(devices)) * trainer.num_nodes
+
+
+# --- memory -------------------------------------------------------------------------------------
+
+def estimate_memory(config: TrainConfig, model: ModelFacts, precision: str) -> dict[str, float]:
+    """GB per device, by part: weights, gradients and optimiser state, the generation copy, a
+    reference model, and a rough figure for the activations of one micro-batch."""
+    assert model.parameters is not None
+    p = float(model.parameters)
+    gb = 1e9
+    trainer = config.trainer
+    weights = 2 * p if precision == "bf16-true" else 4 * p
+    out: dict[str, float] = {"weights": weights / gb}
+    if trainer.lora_rank and model.layers and model.hidden_size:
+        trainable = 7.0 * 2 * trainer.lora_rank * model.hidden_size * model.layers  # rough
+    else:
+        trainable = p
+    state_bytes = 2 if precision == "bf16-true" else 4
+    out["gradients+AdamW"] = trainable * 3 * state_bytes / gb
+    if config.model.backend == "hf" and precision in ("bf16-mixed", "16-mixed"):
+        out["generation copy"] = 2 * p / gb
+    elif config.model.backend == "vllm":
+        out["vLLM weights"] = 2 * p / gb
+    if config.algorithm.beta > 0:
+        out["reference model"] = 2 * p / gb
+    if model.layers and model.hidden_size and model.vocab_size:
+        tokens = trainer.micro_batch_size * (
+            config.rollout.max_document_tokens + config.challenger.max_new_tokens)
+        per_layer = 2 * model.hidden_size * (1 if trainer.activation_checkpointing else 17)
+        activations = tokens * (model.layers * per_layer + 2 * model.vocab_size)
+        out["activations (rough)"] = activations / gb
+    return out
