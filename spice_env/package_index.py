@@ -247,29 +247,37 @@ def _project_files(client: _Client, index: str, project: str) -> list[IndexFile]
     """The project's files on one index, or why they could not be listed."""
     base = index if index.endswith("/") else index + "/"
     page = urllib.parse.urljoin(base, normalise_name(project) + "/")
-    if urllib.parse.urlsplit(page).scheme == "file":
-        found = _file_page(page)
-        if found is None:
-            return "no such project"
-        body, kind, where = found
+    fetched = _fetch_page(client, page)
+    if isinstance(fetched, str):
+        return fetched
+    body, kind, where = fetched
+    try:
         return parse_project_page(body, kind, where)
-    last = ""
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"its page for {project} is not a simple-API page ({type(exc).__name__}: {exc})"
+
+
+def _fetch_page(client: _Client, page: str) -> tuple[bytes, str, str] | str:
+    """A project page as (body, content type, final URL), or why it could not be fetched."""
+    if urllib.parse.urlsplit(page).scheme == "file":
+        return _file_page(page) or "no such project"
+    last = "unreachable"
     for attempt in range(client.settings.retries):
+        if attempt:
+            time.sleep(min(2 ** attempt, 8))
         try:
             with client.open(page, accept=_ACCEPT) as response:
-                body = response.read()
-                kind = response.headers.get("Content-Type", "text/html")
-                return parse_project_page(body, kind, response.geturl())
+                return (response.read(), response.headers.get("Content-Type", "text/html"),
+                        response.geturl())
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return "no such project"
             last = f"HTTP {exc.code}"
             if exc.code < 500:
                 return last
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError) as exc:
             last = str(getattr(exc, "reason", exc))
-        time.sleep(min(2 ** attempt, 8))
-    return last or "unreachable"
+    return last
 
 
 def find_file(project: str, filename: str, settings: IndexSettings) -> IndexFile:

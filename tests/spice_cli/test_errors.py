@@ -243,3 +243,32 @@ def test_eval_warns_before_a_long_cpu_run(tmp_path: Path,
     assert "warning" not in capsys.readouterr().err
     report = json.loads(out.read_text())
     assert report["benchmarks"]["gsm8k"]["accuracy"] is not None
+
+
+def test_the_long_cpu_evaluation_warning_names_the_levers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    import torch
+
+    from benchmarks.evaluation import EvalSettings, suite_benchmarks
+    from spice_cli.main import _warn_if_long
+
+    class Backend:
+        model = torch.nn.Linear(1000, 630, device="meta")  # 0.63M parameters: quick ...
+
+    class Agent:
+        backend = Backend()
+
+    args = argparse.Namespace(backend="hf", device="cpu")
+    _warn_if_long(args, Agent(), suite_benchmarks("gsm8k"), EvalSettings(limit=8))
+    assert capsys.readouterr().err == ""
+    Backend.model = torch.nn.Linear(1000, 630_000, device="meta")  # 0.63B on all GSM8K: not
+    _warn_if_long(args, Agent(), suite_benchmarks("gsm8k"), EvalSettings())
+    warning = capsys.readouterr().err
+    assert warning.startswith("warning: on a CPU this evaluation may take up to about")
+    assert "hours (1319 questions, up to 2048 new tokens each)" in warning
+    assert "--limit" in warning and "--max-new-tokens" in warning
+    _warn_if_long(argparse.Namespace(backend="hf", device="cuda"), Agent(),
+                  suite_benchmarks("gsm8k"), EvalSettings())
+    assert capsys.readouterr().err == ""  # only on a CPU

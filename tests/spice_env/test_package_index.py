@@ -34,6 +34,7 @@ class _Index(http.server.BaseHTTPRequestHandler):
                       "hashes": {"sha256": _sha(GOOD)}}],
         "mislisted": [{"filename": "mislisted-1.0.tar.gz", "url": "/files/good-1.0.tar.gz",
                        "hashes": {"sha256": "0" * 64}}],
+        "malformed": [{"name": "no filename, no url"}],
     }
     seen_auth: ClassVar[list[str | None]] = []
 
@@ -111,6 +112,12 @@ def test_a_missing_project_or_file_names_every_index_asked(index_url: str,
     assert message.count("no such project") == 2 and "SPICE_ENV_INDEX_URL" in message
     with pytest.raises(PackageIndexError, match=r"good has no file good-2\.0\.tar\.gz"):
         download("good", "good-2.0.tar.gz", "0" * 64, tmp_path / "b", settings)
+
+
+def test_a_malformed_index_page_is_a_clear_error(index_url: str, tmp_path: Path) -> None:
+    with pytest.raises(PackageIndexError, match=r"is not a simple-API page \(KeyError"):
+        download("malformed", "malformed-1.0.tar.gz", "0" * 64, tmp_path / "m",
+                 _settings(f"{index_url}/simple/"))
 
 
 def test_the_first_index_that_lists_the_file_is_used(index_url: str, tmp_path: Path) -> None:
