@@ -86,7 +86,8 @@ class RunPlan:
         if self.memory_gb:
             total = sum(self.memory_gb.values())
             parts = ", ".join(f"{k} {v:.1f}" for k, v in self.memory_gb.items())
-            lines.append(f"memory/device   about {total:.1f} GB ({parts}; an estimate)")
+            lines.append(f"memory/device   about {total:.1f} GB ({parts}; an estimate of "
+                         "training, before the extra a checkpoint save or the export takes)")
         lines.extend(f"note            {note}" for note in self.notes + (
             [facts.note] if facts.note else []))
         return "\n".join(lines)
