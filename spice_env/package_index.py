@@ -158,7 +158,11 @@ class _Client:
     def __init__(self, settings: IndexSettings) -> None:
         self.settings = settings
         handlers: list[Any] = []
-        context = ssl.create_default_context(cafile=settings.cert) if settings.cert else None
+        try:
+            context = ssl.create_default_context(cafile=settings.cert) if settings.cert else None
+        except (OSError, ssl.SSLError) as exc:
+            raise PackageIndexError(f"pip's certificate bundle {settings.cert} cannot be used "
+                                    f"({exc}); fix pip's cert setting (PIP_CERT)") from None
         if context is not None:
             handlers.append(urllib.request.HTTPSHandler(context=context))
         if settings.proxy:

@@ -159,6 +159,13 @@ def test_credentials_go_to_their_own_host_only_and_are_never_printed(
     assert package_index.redact("https://tok@host/simple/") == "https://***@host/simple/"
 
 
+def test_a_broken_certificate_setting_is_a_clear_error(tmp_path: Path) -> None:
+    settings = IndexSettings(indexes=("https://127.0.0.1:9/simple/",),
+                             cert=str(tmp_path / "missing.pem"), retries=1)
+    with pytest.raises(PackageIndexError, match=r"certificate bundle .* cannot be used"):
+        download("good", "good-1.0.tar.gz", _sha(GOOD), tmp_path / "g", settings)
+
+
 def test_pip_settings_are_read_with_pips_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPICE_ENV_INDEX_URL", raising=False)
     config = {"global.index-url": "https://mirror.example/simple",
