@@ -209,6 +209,26 @@ def hub_connection_problem(timeout_s: float = 5.0) -> str | None:
         return f"{host}:{port} is not reachable ({exc.__class__.__name__})"
 
 
+def cast_parameters(module: Any, dtype: Any, device: Any = None) -> Any:
+    """Move ``module`` to ``device`` and cast its floating-point parameters to ``dtype``, leaving
+    buffers in the dtype the model made them in.
+
+    ``module.to(dtype)`` would also cast float buffers such as the rotary frequencies
+    (``inv_freq``, float32 in a model loaded with ``from_pretrained(dtype=bfloat16)``), which
+    changes the model's outputs: a bf16 model made that way is not the model ``from_pretrained``
+    gives. This gives the same module as loading in ``dtype``.
+    """
+    import torch
+
+    if device is not None:
+        module = module.to(device)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if parameter.is_floating_point() and parameter.dtype != dtype:
+                parameter.data = parameter.data.to(dtype)
+    return module
+
+
 def cpu_has_bf16_units() -> bool:
     """Whether this CPU has bfloat16 matrix or vector units (AMX or AVX-512 BF16)."""
     try:

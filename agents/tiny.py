@@ -61,7 +61,9 @@ def tiny_model(seed: int = 0, *, layers: int = 2, hidden: int = 64, dtype: Any =
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
     if dtype is not None:
-        model.to(dtype)
+        from agents.models import cast_parameters
+
+        cast_parameters(model, dtype)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()

@@ -101,9 +101,11 @@ def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = N
     del state
     if config.trainer.lora_rank:
         module = module.merge_and_unload()
-    from agents.models import default_dtype
+    from agents.models import cast_parameters, default_dtype
 
-    module = module.to(device=device, dtype=dtype or default_dtype(device))
+    # parameters only: casting the buffers too (the rotary frequencies) would make the model
+    # differ from the same weights loaded with from_pretrained(dtype=...)
+    module = cast_parameters(module, dtype or default_dtype(device), device)
     module.eval()
     return LoadedModel(model=module, tokenizer=loaded.tokenizer,
                        source=f"{path} (base {config.model.name})")

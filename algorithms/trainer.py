@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from agents.base import Generation, SamplingConfig
+from agents.models import cast_parameters
 from agents.self_play import SelfPlayAgent
 from algorithms.config import ConfigError, TrainConfig
 from algorithms.ppo import PPO, ValueHead
@@ -301,8 +302,8 @@ class SpiceTrainer:
                 gradient_checkpointing_kwargs={"use_reentrant": False})
         self.reference = None
         if self.algorithm.config.beta > 0:
-            self.reference = copy.deepcopy(module).to(fabric.device, compute_dtype(
-                self.precision)).eval().requires_grad_(False)
+            self.reference = cast_parameters(copy.deepcopy(module), compute_dtype(
+                self.precision), fabric.device).eval().requires_grad_(False)
         self.model = fabric.setup_module(module)
         self.value_head = None
         if isinstance(self.algorithm, PPO):  # zero-initialised: the same on every rank
@@ -365,7 +366,10 @@ class SpiceTrainer:
             from agents.backends.hf import HFBackend
 
             if self.precision in MIXED:  # generate in the compute dtype from a synced copy
-                generator = copy.deepcopy(original).to(dtype).eval().requires_grad_(False)
+                # parameters only: the buffers (rotary frequencies) stay as the trained
+                # module has them, so the copy samples from the policy that is trained
+                generator = cast_parameters(copy.deepcopy(original), dtype).eval(
+                ).requires_grad_(False)
             else:
                 generator, self.shares_module = original, True
             backend: Any = HFBackend(generator, self.tokenizer, **cfg.model.backend_options)
