@@ -73,6 +73,36 @@ def run_config(checkpoint: Path) -> TrainConfig:
     return load_config(file)
 
 
+def run_of(name_or_path: str | os.PathLike[str]) -> TrainConfig | None:
+    """The training config of the run a policy comes from, or None for a plain model.
+
+    A run folder, a checkpoint file, a ``checkpoints/last`` pointer and a run's ``model/``
+    export all belong to a run (its ``config.yaml``); names, other folders and hub ids do not.
+
+    Raises:
+        ValueError: the run's config cannot be read.
+    """
+    path = Path(name_or_path)
+    try:
+        checkpoint = resolve_checkpoint(path)
+    except FileNotFoundError:
+        checkpoint = None
+    if checkpoint is not None:
+        file = checkpoint.parent.parent / CONFIG_FILE
+    elif path.is_dir() and (path / CONFIG_FILE).is_file():
+        file = path / CONFIG_FILE
+    elif path.is_dir() and path.name == EXPORT_DIR and (path.parent / CONFIG_FILE).is_file():
+        file = path.parent / CONFIG_FILE
+    else:
+        return None
+    if not file.is_file():
+        return None
+    try:
+        return load_config(file)
+    except ConfigError as exc:
+        raise ValueError(f"the run config {file} is invalid: {exc}") from None
+
+
 def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = None,
                            device: str = "cpu", trust_remote_code: bool = False) -> LoadedModel:
     """The policy of a trainer checkpoint as a plain causal LM (LoRA merged), in eval mode.

@@ -492,6 +492,14 @@ class EvalSettings(BaseModel):
     limit: int | None = Field(default=None, ge=1, description="Items per benchmark (a seeded "
                               "random subset); all when None.")
     seed: int = Field(default=0, description="Seed of the subset and of sampled decoding.")
+    template: Literal["auto", "chat", "plain"] = Field(default="auto", description="Chat "
+                                                       "template or plain prompts (applied by "
+                                                       "the agent; recorded here).")
+    dtype: str = Field(default="auto", description="The dtype the model generated in (applied "
+                       "when it is loaded; recorded here).")
+    from_run: bool = Field(default=False, description="Whether the prompt style, template and "
+                           "dtype not given on the command line came from the evaluated run's "
+                           "config.")
 
 
 Generate = Callable[[Sequence[Mapping[str, Any]], SamplingConfig], Sequence[Sequence[Any]]]
@@ -690,9 +698,11 @@ def markdown(report: Mapping[str, Any]) -> str:
         lines += [f"`{report['command']}`", ""]
     limit = settings.get("limit")
     subset = "all items" if limit is None else f"a seeded random subset of {limit} items"
-    lines += [f"Zero-shot, `{settings.get('prompt_style')}` Reasoner prompt, at most "
-              f"{settings.get('max_new_tokens')} new tokens, greedy unless stated; "
-              f"{subset} per benchmark.", "",
+    source = " (the run's own settings)" if settings.get("from_run") else ""
+    lines += [f"Zero-shot, `{settings.get('prompt_style')}` Reasoner prompt, "
+              f"`{settings.get('template', 'auto')}` template, `{settings.get('dtype', 'auto')}`"
+              f"{source}, at most {settings.get('max_new_tokens')} new tokens, greedy unless "
+              f"stated; {subset} per benchmark.", "",
               "| benchmark | category | items | accuracy % | ± s.e. | answered % | cut off % | "
               "rows skipped |",
               "|---|---|---|---|---|---|---|---|"]

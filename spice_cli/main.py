@@ -336,9 +336,11 @@ def _eval(args: argparse.Namespace) -> int:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     try:
         specs = suite_benchmarks(args.suite)
+        _run_defaults(args)
         settings = EvalSettings(prompt_style=args.prompt_style,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                limit=args.limit, seed=args.seed)
+                                limit=args.limit, seed=args.seed, template=args.template,
+                                dtype=args.dtype, from_run=args.from_run)
     except ValueError as exc:
         raise UsageError(_one_line(exc)) from None
     if args.backend == "openai":
@@ -375,6 +377,33 @@ def _eval(args: argparse.Namespace) -> int:
         output.with_suffix(".md").write_text(table, "utf-8")
         print(f"wrote {output} and {output.with_suffix('.md')}")
     return 0
+
+
+def _run_defaults(args: argparse.Namespace) -> None:
+    """Fill the prompt style, template and dtype not given: from the evaluated run's config
+    (a run folder, checkpoint or its export), else the paper's protocol and the defaults."""
+    run = None
+    if args.backend != "openai":
+        require_ours("algorithms")
+        from algorithms.checkpoints import run_of
+
+        run = run_of(args.model)
+    args.from_run = run is not None and (None in (args.prompt_style, args.template)
+                                         or args.dtype == "auto")
+    if args.prompt_style is None:
+        args.prompt_style = run.game.prompt_style if run is not None else "paper"
+    if args.template is None:
+        args.template = run.model.template if run is not None else "auto"
+    if args.dtype == "auto" and run is not None and args.backend == "hf":
+        from algorithms.trainer import compute_dtype, resolve_precision
+
+        accelerator = "cuda" if str(args.device).startswith("cuda") else "cpu"
+        precision = resolve_precision(run.trainer.precision, accelerator)
+        args.dtype = str(compute_dtype(precision)).removeprefix("torch.")
+    elif args.dtype == "auto" and args.backend == "hf":
+        from agents.models import default_dtype
+
+        args.dtype = str(default_dtype(str(args.device))).removeprefix("torch.")
 
 
 def _warn_if_long(args: argparse.Namespace, agent: Any, specs: Sequence[Any],
@@ -600,12 +629,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--base-url", default="http://127.0.0.1:8000/v1",
                     help="the OpenAI-compatible endpoint (--backend openai)")
     ev.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
-                    default="auto", help="auto: bfloat16 where the hardware is fast at it")
+                    default="auto", help="auto: for a run, the dtype it generated in; else "
+                    "bfloat16 where the hardware is fast at it")
     ev.add_argument("--device", default="cpu", help="hf backend: cpu, cuda, cuda:1, ...")
-    ev.add_argument("--prompt-style", choices=["paper", "compact"], default="paper",
-                    help="the Reasoner prompt (use the style the model was trained with)")
-    ev.add_argument("--template", choices=["auto", "chat", "plain"], default="auto",
-                    help="chat template or plain prompts (as model.template in training)")
+    ev.add_argument("--prompt-style", choices=["paper", "compact"], default=None,
+                    help="the Reasoner prompt (default: for a run, the style it trained with; "
+                    "else paper)")
+    ev.add_argument("--template", choices=["auto", "chat", "plain"], default=None,
+                    help="chat template or plain prompts (default: for a run, its "
+                    "model.template; else auto)")
     ev.add_argument("--max-new-tokens", type=int, default=2048,
                     help="completion length limit (the paper's protocol: 2048)")
     ev.add_argument("--batch-size", type=int, default=32,

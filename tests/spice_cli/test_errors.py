@@ -189,7 +189,7 @@ def test_help_is_plain_text_with_defaults() -> None:
     train = subcommands["train"].format_help()
     assert "--dry-run" in train and "--print-config" in train
     evaluation = subcommands["eval"].format_help()
-    assert "(default: 2048)" in evaluation and "(default: paper)" in evaluation
+    assert "(default: 2048)" in evaluation and "(default: for a run, the style" in evaluation
 
 
 def test_version_and_help_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
