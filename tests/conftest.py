@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,29 @@ def serve() -> Iterator[ServeFn]:
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+@pytest.fixture(scope="session")
+def still_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny base model and a one-iteration run of it at lr 1e-30, whose update cannot move
+    the weights: ``(base folder, run folder)``."""
+    from agents.scripted import ScriptedTextAgent
+    from agents.tiny import save_tiny_model
+    from algorithms.config import build_config
+    from algorithms.trainer import train
+
+    root = tmp_path_factory.mktemp("neutral")
+    base = save_tiny_model(root / "base", seed=3, hidden=64)
+    config = build_config({
+        "model": {"name": str(base)},
+        "rollout": {"corpus": "embedded:math", "batch_size": 2, "attempts": 2,
+                    "max_document_tokens": 128},
+        "game": {"group_size": 2},
+        "challenger": {"max_new_tokens": 8},
+        "reasoner": {"max_new_tokens": 8, "n": 2},
+        "optimizer": {"lr": 1e-30},
+        "trainer": {"iterations": 1, "output_dir": str(root / "run"), "save_every": 1,
+                    "progress": False, "precision": "bf16-mixed"},
+    })
+    train(config, agent_wrapper=ScriptedTextAgent)
+    return base, root / "run"

@@ -9,11 +9,8 @@ import pytest
 import torch
 
 from agents.models import cast_parameters, load_model
-from agents.scripted import ScriptedTextAgent
 from agents.tiny import save_tiny_model
 from algorithms.checkpoints import load_policy
-from algorithms.config import build_config
-from algorithms.trainer import train
 
 pytestmark = pytest.mark.slow
 
@@ -35,26 +32,6 @@ def _logits(model: torch.nn.Module, tokenizer: object) -> torch.Tensor:
     ids = tokenizer(" ".join(PROMPTS), return_tensors="pt").input_ids  # type: ignore[operator]
     with torch.no_grad():
         return model(ids).logits.float()  # type: ignore[operator]
-
-
-@pytest.fixture(scope="module")
-def still_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A base model and a run of it whose one update could not move the weights (lr 1e-30)."""
-    root = tmp_path_factory.mktemp("neutral")
-    base = save_tiny_model(root / "base", seed=3, hidden=64)
-    config = build_config({
-        "model": {"name": str(base)},
-        "rollout": {"corpus": "embedded:math", "batch_size": 2, "attempts": 2,
-                    "max_document_tokens": 128},
-        "game": {"group_size": 2},
-        "challenger": {"max_new_tokens": 8},
-        "reasoner": {"max_new_tokens": 8, "n": 2},
-        "optimizer": {"lr": 1e-30},
-        "trainer": {"iterations": 1, "output_dir": str(root / "run"), "save_every": 1,
-                    "progress": False, "precision": "bf16-mixed"},
-    })
-    train(config, agent_wrapper=ScriptedTextAgent)
-    return base, root / "run"
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
