@@ -194,6 +194,12 @@ def load_model(name_or_path: str | os.PathLike[str], *, dtype: Any = None, devic
     return LoadedModel(model=model, tokenizer=tokenizer, source=source)
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether a model name is written as a local path (``./x``, ``/x``, ``~/x``, ``a/b/c``)
+    rather than a shipped name or an ``org/name`` hub id."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
 def hub_connection_problem(timeout_s: float = 5.0) -> str | None:
     """None when the Hugging Face Hub (``HF_ENDPOINT``) accepts a connection, else why not."""
     import socket

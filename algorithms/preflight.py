@@ -123,15 +123,21 @@ def preflight(config: TrainConfig, *, resume: bool = False, dry_run: bool = Fals
 
 # --- the single checks --------------------------------------------------------------------------
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself when it exists, else its nearest existing parent (what creating it would
+    write into)."""
+    while not path.exists():
+        path = path.parent
+    return path
+
+
 def check_output_dir(config: TrainConfig, *, resume: bool = False) -> None:
     """The run folder can be written, and holds an earlier run only when that is meant."""
     folder = Path(config.trainer.output_dir).expanduser()
     if folder.exists() and not folder.is_dir():
         raise PreflightError(f"trainer.output_dir {folder} is a file; choose a folder "
                              f"(trainer.output_dir=runs/<name>)")
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         raise PreflightError(f"trainer.output_dir {folder}: {existing} is a file, so the folder "
                              "cannot be created; choose another trainer.output_dir")
@@ -201,7 +207,7 @@ def model_facts(name: str, *, trust_remote_code: bool = False, setting: str = "m
     A hub id whose configuration cannot be fetched raises, unless ``unreachable_ok``: then the
     facts say so.
     """
-    from agents.models import SHIPPED_MODELS, model_cache_dir
+    from agents.models import SHIPPED_MODELS, looks_like_path, model_cache_dir
 
     if name in SHIPPED_MODELS:
         folder = model_cache_dir(name)
@@ -218,7 +224,7 @@ def model_facts(name: str, *, trust_remote_code: bool = False, setting: str = "m
                                      "config.json); give a folder saved by save_pretrained, a "
                                      "shipped name or a hub id")
             source = str(path)
-        elif name.startswith((".", "/", "~")) or name.count("/") > 1:
+        elif looks_like_path(name):
             raise PreflightError(f"{setting}: no model folder {name}; give a transformers "
                                  "folder, a shipped name (spice-env ships "
                                  f"{', '.join(SHIPPED_MODELS)}) or a hub id")

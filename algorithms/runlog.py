@@ -27,6 +27,7 @@ PLOTS_DIR = "plots"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_POINTER = "last"
 
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The checkpoint the ``last`` pointer of a run folder names, if it exists."""
     folder = output_dir / CHECKPOINTS_DIR

@@ -30,7 +30,12 @@ import torch
 from agents.backends.hf import HFBackend
 from agents.models import LoadedModel, load_model
 from agents.self_play import SelfPlayAgent
-from algorithms.checkpoints import load_checkpoint_policy, load_policy, run_of
+from algorithms.checkpoints import (
+    load_checkpoint_policy,
+    load_policy,
+    resolve_checkpoint,
+    run_of,
+)
 from algorithms.trainer import compute_dtype, resolve_precision
 from benchmarks.evaluation import EvalSettings, agent_generate, evaluate, suite_benchmarks
 from benchmarks.perf.common import machine, package_versions
@@ -57,7 +62,9 @@ def neutral_check(run: Path, *, suite: str = "gsm8k", limit: int = 24, max_new_t
                             dtype=str(dtype).removeprefix("torch."), from_run=True)
     specs = suite_benchmarks(suite)
     last = run / "checkpoints" / "last"
-    checkpoint = run / "checkpoints" / last.read_text("utf-8").strip()
+    checkpoint = resolve_checkpoint(last)
+    if checkpoint is None:
+        raise ValueError(f"{run} has no checkpoints/last pointer to a checkpoint")
     paths: dict[str, Callable[[], LoadedModel]] = {
         "base model": lambda: load_model(config.model.name, dtype=dtype),
         "checkpoint file": lambda: load_policy(checkpoint, dtype=dtype),

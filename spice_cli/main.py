@@ -172,7 +172,7 @@ def _scripted_player(args: argparse.Namespace) -> Any:
 
 def _check_model_argument(model: str, option: str) -> None:
     """A model argument that names a local path must be a model folder (or a run, for eval)."""
-    from agents.models import SHIPPED_MODELS
+    from agents.models import SHIPPED_MODELS, looks_like_path
 
     path = Path(model).expanduser()
     if model in SHIPPED_MODELS:
@@ -182,7 +182,7 @@ def _check_model_argument(model: str, option: str) -> None:
         raise UsageError(f"{option} {model} is a file; give a transformers model folder, a "
                          "run folder, a checkpoint (.ckpt or checkpoints/last), a shipped name "
                          f"({', '.join(SHIPPED_MODELS)}) or a hub id")
-    if not path.exists() and (model.startswith((".", "/", "~")) or model.count("/") > 1):
+    if not path.exists() and looks_like_path(model):
         raise UsageError(f"{option} {model}: no such folder; give a transformers model folder, "
                          f"a shipped name ({', '.join(SHIPPED_MODELS)}) or a hub id")
 
@@ -272,9 +272,10 @@ def _writable_output(output: Path) -> None:
     if output.is_dir():
         raise UsageError(f"--output {output} is a folder; give a file name such as "
                          f"{output / 'report.json'}")
-    existing = output.parent
-    while not existing.exists():
-        existing = existing.parent
+    require_ours("algorithms")
+    from algorithms.preflight import nearest_existing
+
+    existing = nearest_existing(output.parent)
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--output {output}: {existing} cannot be written; choose another "
                          "place for the report")
