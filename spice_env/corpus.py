@@ -58,7 +58,8 @@ class Document:
         id: stable identifier, a hash of the text (equal texts get equal ids).
         text: the segment's text.
         source: where it came from (file path, dataset id, ``embedded:math/mathqa``, ...).
-        metadata: the record's other scalar fields, plus ``segment`` when a long text was split.
+        metadata: the record's other scalar fields (numbers, booleans, strings of at most 1,000
+            characters), plus ``segment`` when a long text was split.
     """
 
     id: str
@@ -218,7 +219,7 @@ class _Record:
 
 
 def _short_str(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 200
+    return isinstance(value, str) and len(value) <= 1000
 
 
 def _pick_text(row: Mapping[str, Any], text_field: str | None) -> tuple[Any, dict[str, Any]]:
@@ -439,6 +440,38 @@ class Corpus:
             stats=self.stats,
             components=new_components,
         )
+
+    def hold_out(self, n: int, *, seed: int = 0,
+                 eligible: Callable[[Document], bool] | None = None,
+                 key: Callable[[Document], Any] | None = None) -> tuple[Corpus, list[Document]]:
+        """Set ``n`` documents aside, drawn at random with ``seed`` among the ``eligible`` ones.
+
+        Returns the corpus without them (components and weights kept) and the held-out
+        documents. Every other document with the same ``key`` as a held-out one (by default its
+        text; another segment of the same record, say) leaves the corpus too, so nothing
+        trained on repeats what is held out.
+
+        Raises:
+            CorpusError: fewer than ``n`` eligible documents, or none would be left to train on.
+        """
+        candidates = [i for i, d in enumerate(self.documents) if eligible is None or eligible(d)]
+        if n < 0 or len(candidates) < n:
+            raise CorpusError(f"corpus {self.name!r} has {len(candidates)} documents that can be "
+                              f"held out; {n} were asked for")
+        keyed = key or (lambda document: document.text)
+        rng = np.random.default_rng([seed, 104])
+        chosen = sorted(int(i) for i in rng.choice(candidates, size=n, replace=False))
+        held = [self.documents[i] for i in chosen]
+        keys = {keyed(d) for d in held}
+        keep = [i for i, d in enumerate(self.documents) if keyed(d) not in keys]
+        if not keep:
+            raise CorpusError(f"holding out {n} documents leaves corpus {self.name!r} empty")
+        position = {old: new for new, old in enumerate(keep)}
+        components = [(cname, [position[int(i)] for i in indices if int(i) in position], weight)
+                      for cname, indices, weight in self.components]
+        rest = Corpus([self.documents[i] for i in keep], name=self.name, stats=self.stats,
+                      components=components)
+        return rest, held
 
     def sample_indices(self, rng: np.random.Generator, n: int) -> list[int]:
         """Draw ``n`` document indices (with replacement) using ``rng``."""

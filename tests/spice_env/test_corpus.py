@@ -668,3 +668,51 @@ def test_an_empty_spec_is_an_error() -> None:
     for spec in ("", "   "):
         with pytest.raises(CorpusError, match="spec is empty"):
             load_corpus(spec)
+
+
+# --- holding documents out -----------------------------------------------------------------------
+
+
+def test_hold_out_sets_documents_aside_and_keeps_the_mixture(two_sources: tuple[str, str]
+                                                             ) -> None:
+    small, large = two_sources
+    corpus = load_corpus({small: 0.8, large: 0.2})
+    rest, held = corpus.hold_out(10, seed=1, eligible=lambda d: d.text.startswith("large"))
+    assert len(held) == 10 and all(d.text.startswith("large") for d in held)
+    assert len(rest) == 45 and not {d.id for d in held} & {d.id for d in rest}
+    assert [(name, len(idx), w) for name, idx, w in rest.components] == [
+        (small, 5, 0.8), (large, 40, 0.2)]
+    again = corpus.hold_out(10, seed=1, eligible=lambda d: d.text.startswith("large"))[1]
+    other = corpus.hold_out(10, seed=2, eligible=lambda d: d.text.startswith("large"))[1]
+    assert [d.id for d in again] == [d.id for d in held]
+    assert [d.id for d in other] != [d.id for d in held]
+    sampled = {d.id for d in rest.sampler(0).sample(2000)}
+    assert not sampled & {d.id for d in held}  # never drawn for training
+
+
+def test_hold_out_removes_every_document_sharing_a_key() -> None:
+    records = [{"text": f"problem {i % 5} solved, variant {i}", "question": f"q{i % 5}"}
+               for i in range(20)]
+    corpus = load_corpus(records)
+    rest, held = corpus.hold_out(1, seed=0, key=lambda d: d.metadata["question"])
+    question = held[0].metadata["question"]
+    assert len(rest) == 16
+    assert all(d.metadata["question"] != question for d in rest)
+
+
+def test_hold_out_refuses_what_it_cannot_do(hundred: Corpus) -> None:
+    with pytest.raises(CorpusError, match="3 documents that can be held out; 4"):
+        hundred.hold_out(4, eligible=lambda d: d.text.endswith(("1", "2", "3")) and
+                         len(d.text) == len("document number 1"))
+    with pytest.raises(CorpusError, match="leaves corpus"):
+        hundred.hold_out(100)
+    rest, held = hundred.hold_out(0)
+    assert held == [] and len(rest) == 100
+
+
+def test_embedded_math_records_carry_their_problem_and_answer() -> None:
+    corpus = load_corpus("embedded:math")
+    document = corpus[0]
+    assert document.metadata["question"] and document.metadata["answer"]
+    assert document.text.startswith("Problem: " + document.metadata["question"])
+    assert document.text.endswith("Answer: " + document.metadata["answer"])
