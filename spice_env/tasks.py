@@ -212,7 +212,16 @@ def _from_tags(text: str) -> dict[str, Any] | None:
         value = _tag(text, name)
         if value is not None:
             payload[name] = value
+    if "answer_type" not in payload:
+        # small models often close it with the wrong tag (<answer_type>integer</answer>): the
+        # type is one word, so the word after the opening tag is taken
+        loose = _LOOSE_TYPE.search(text)
+        if loose is not None:
+            payload["answer_type"] = loose.group(1)
     return payload
+
+
+_LOOSE_TYPE = re.compile(r"<answer_type>\s*([A-Za-z_]+)\s*(?:<|$)", re.IGNORECASE)
 
 
 # --- options and field checks -----------------------------------------------------------------

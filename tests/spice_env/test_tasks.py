@@ -646,3 +646,20 @@ def test_letter_forms_and_lower_case_options() -> None:
 def test_huge_outputs_are_rejected_quickly() -> None:
     assert parse_challenger_output("<question>" * 20000).reason == "too_long"
     assert parse_challenger_output("{" * 60000).reason == "bad_json"
+
+
+@pytest.mark.parametrize("output", [
+    "How many?</question>\n<answer>500</answer>\n<answer_type>integer</answer>",
+    "How many?</question><answer>500</answer><answer_type> integer",
+    "How many?</question><answer>500</answer><ANSWER_TYPE>Integer</answer_type>",
+])
+def test_an_answer_type_closed_by_the_wrong_tag_is_still_read(output: str) -> None:
+    found = parse_challenger_output(output, "free_form")
+    assert found.task is not None and found.task.answer_type == "integer"
+
+
+def test_an_answer_type_that_is_no_single_word_is_left_to_the_default() -> None:
+    found = parse_challenger_output(
+        "How many?</question><answer>500</answer><answer_type>a whole number</answer>",
+        "free_form")
+    assert found.task is not None and found.task.answer_type != "integer"
