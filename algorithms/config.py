@@ -3,7 +3,7 @@
 A run is described by one :class:`TrainConfig` with the sections ``model``, ``rollout``, ``game``
 (the environment's :class:`spice_env.game.GameConfig`), ``challenger`` and ``reasoner`` (sampling),
 ``algorithm`` (one of :data:`algorithms.registry.AlgorithmConfig`, picked by ``name``),
-``optimizer`` and ``trainer``. Every section refuses unknown keys.
+``optimizer``, ``trainer`` and ``evaluation``. Every section refuses unknown keys.
 
 :func:`load_config` reads a YAML file, or a shipped config by name (``cpu-demo``,
 ``paper-qwen3-4b``, ...: :func:`shipped_configs`), applies overrides such as
@@ -153,6 +153,49 @@ class TrainerConfig(_Section):
                                "tokenizer as a transformers folder (model/) at the end.")
 
 
+class EvaluationConfig(_Section):
+    """Greedy evaluation of the policy inside the training loop: before the first update, every
+    ``every`` iterations and after the last (on when there is a held-out set or a benchmark).
+
+    The held-out set is drawn from the training corpus before training starts and never sampled
+    for training: documents whose records carry a question and its gold answer (the embedded
+    math problems do). Benchmark subsets (``gsm8k``, ``math500``, ...) can be added; the
+    Reasoner prompt is the game's. Metrics are logged as ``eval/<set>/accuracy``,
+    ``eval/<set>/boxed_rate`` (answers with a ``\\boxed{}``), ``eval/<set>/accuracy_given_boxed``
+    (correct among those: reasoning apart from format), ``eval/<set>/stderr``,
+    ``eval/<set>/truncated_rate`` and ``eval/<set>/mean_tokens``; every answer goes to
+    ``evaluations.jsonl``.
+    """
+
+    every: int = Field(default=0, ge=0, description="Evaluate every k iterations as well as "
+                       "before the first and after the last; 0: only before and after.")
+    heldout: int = Field(default=0, ge=0, description="Documents set aside from the training "
+                         "corpus (never sampled for training) whose question and gold answer "
+                         "are evaluated; 0: no held-out set.")
+    question_field: str = Field(default="question", description="The record field with a "
+                                "held-out document's question.")
+    answer_field: str = Field(default="answer", description="The record field with its gold "
+                              "answer.")
+    heldout_answers: Literal["numeric", "any"] = Field(
+        default="numeric", description="Which documents can be held out: `numeric`, those whose "
+        "gold answer is a number (units allowed), checked as a number; `any`, any answer of at "
+        "most 200 characters, non-numbers checked as expressions by Math-Verify.")
+    benchmarks: list[str] = Field(default_factory=list, description="Benchmark subsets to "
+                                  "evaluate as well (names of `spice eval --list`).")
+    benchmark_limit: int = Field(default=50, ge=1, description="Items per benchmark (a seeded "
+                                 "random subset).")
+    max_new_tokens: int | None = Field(default=None, ge=1, description="Answer length limit "
+                                       "(None: the Reasoner's max_new_tokens).")
+    batch_size: int = Field(default=64, ge=1, description="Questions generated at once.")
+    seed: int = Field(default=0, description="Seed of the held-out draw and the benchmark "
+                      "subsets (the same seed gives the same items in every run).")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether there is anything to evaluate."""
+        return bool(self.heldout or self.benchmarks)
+
+
 class TrainConfig(_Section):
     """A whole training run."""
 
@@ -166,6 +209,7 @@ class TrainConfig(_Section):
     algorithm: AlgorithmConfig = Field(default_factory=DrGRPOConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

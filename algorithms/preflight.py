@@ -76,6 +76,14 @@ class RunPlan:
             f"algorithm       {cfg.algorithm.name}, lr {cfg.optimizer.lr:g}, backend "
             f"{cfg.model.backend}",
         ]
+        section = cfg.evaluation
+        if section.enabled:
+            sets = ([f"{section.heldout} held-out corpus documents"] if section.heldout else []
+                    ) + [f"{name} ({section.benchmark_limit} items)"
+                         for name in section.benchmarks]
+            when = f"every {section.every} iterations and " if section.every else ""
+            lines.append(f"evaluation      greedy on {', '.join(sets)}: {when}before the first "
+                         "and after the last iteration")
         for source in self.corpus:
             lines.append(f"corpus          {source.name} (weight {source.weight:.2f}): "
                          f"{source.documents} usable documents in its first {source.records} "

@@ -7,9 +7,11 @@
 * ``rollouts.jsonl`` (``rollouts.rank<r>.jsonl`` per rank in data-parallel runs) — every
   document's Challenger outputs, questions, gold answers, Reasoner answers, correctness and
   rewards;
-* ``plots/curves.png`` — the main curves, drawn at the end.
+* ``evaluations.jsonl`` — with in-loop evaluation, every evaluated answer (iteration, set,
+  question, gold, response, verdict);
+* ``plots/curves.png`` — the main curves, drawn at the end (the evaluation sets first).
 
-A resumed run first cuts both JSONL files back to the checkpoint's iteration (a killed run may
+A resumed run first cuts the JSONL files back to the checkpoint's iteration (a killed run may
 have logged iterations past its last checkpoint) and replays the kept history into the loggers.
 """
 
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+EVALUATIONS_FILE = "evaluations.jsonl"
 PLOTS_DIR = "plots"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_POINTER = "last"
@@ -144,11 +147,26 @@ def rollout_records(rollout: Any, iteration: int, rank: int) -> list[dict[str, A
     return records
 
 
+def eval_sets_in(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The evaluation sets with an ``eval/<set>/accuracy`` in ``history``, in order of
+    appearance."""
+    names: dict[str, None] = {}
+    for record in history:
+        for key in record:
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "eval" and parts[2] == "accuracy":
+                names[parts[1]] = None
+    return list(names)
+
+
 def plot_curves(history: Sequence[Mapping[str, Any]], folder: Path) -> Path | None:
-    """Draw the main curves of ``history`` (metrics.jsonl records) into ``folder/curves.png``."""
+    """Draw the main curves of ``history`` (metrics.jsonl records) into ``folder/curves.png``:
+    one panel per evaluation set (accuracy with ±1 standard error, boxed-answer rate, accuracy
+    given a boxed answer), then the training curves."""
+    sets = eval_sets_in(history)
     shown = [(key, title) for key, title in PLOTTED
              if any(_number(r.get(key)) is not None for r in history)]
-    if not shown:
+    if not shown and not sets:
         return None
     import matplotlib
 
@@ -156,17 +174,19 @@ def plot_curves(history: Sequence[Mapping[str, Any]], folder: Path) -> Path | No
     import matplotlib.pyplot as plt
 
     columns = 2
-    rows = math.ceil(len(shown) / columns)
+    panels = len(sets) + len(shown)
+    rows = math.ceil(panels / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(11, 2.8 * rows), squeeze=False)
-    for axis, (key, title) in zip(axes.flat, shown, strict=False):
-        points = [(int(r["iteration"]), _number(r.get(key))) for r in history
-                  if _number(r.get(key)) is not None]
-        xs, ys = zip(*points, strict=True)
+    flat = list(axes.flat)
+    for axis, name in zip(flat, sets, strict=False):
+        _eval_panel(axis, history, name)
+    for axis, (key, title) in zip(flat[len(sets):], shown, strict=False):
+        xs, ys = _series(history, key)
         axis.plot(xs, ys, marker="o" if len(xs) < 30 else None, linewidth=1.2)
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("iteration", fontsize=8)
         axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(shown):]:
+    for axis in flat[panels:]:
         axis.axis("off")
     figure.tight_layout()
     folder.mkdir(parents=True, exist_ok=True)
@@ -174,6 +194,33 @@ def plot_curves(history: Sequence[Mapping[str, Any]], folder: Path) -> Path | No
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(int(r["iteration"]), value) for r in history
+              if (value := _number(r.get(key))) is not None]
+    return [x for x, _ in points], [y for _, y in points]
+
+
+def _eval_panel(axis: Any, history: Sequence[Mapping[str, Any]], name: str) -> None:
+    xs, accuracy = _series(history, f"eval/{name}/accuracy")
+    errors = dict(zip(*_series(history, f"eval/{name}/stderr"), strict=True))
+    low = [a - errors.get(x, 0.0) for x, a in zip(xs, accuracy, strict=True)]
+    high = [a + errors.get(x, 0.0) for x, a in zip(xs, accuracy, strict=True)]
+    axis.fill_between(xs, low, high, alpha=0.2, linewidth=0)
+    axis.plot(xs, accuracy, marker="o", linewidth=1.6, label="accuracy (±1 s.e.)")
+    for key, label, style in (("boxed_rate", "boxed-answer rate", "--"),
+                              ("accuracy_given_boxed", "accuracy given boxed", ":")):
+        bx, by = _series(history, f"eval/{name}/{key}")
+        if bx:
+            axis.plot(bx, by, marker=".", linestyle=style, linewidth=1.2, label=label)
+    items = [v for v in _series(history, f"eval/{name}/items")[1]]
+    count = f", {int(items[-1])} questions" if items else ""
+    axis.set_title(f"evaluation: {name}{count} (greedy)", fontsize=10)
+    axis.set_xlabel("iteration", fontsize=8)
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
 
 
 def _number(value: Any) -> float | None:

@@ -52,11 +52,20 @@ from agents.base import Generation, SamplingConfig
 from agents.models import cast_parameters
 from agents.self_play import SelfPlayAgent
 from algorithms.config import ConfigError, TrainConfig
+from algorithms.evaluation import (
+    HELDOUT,
+    EvalQuestion,
+    answer_questions,
+    heldout_eligible,
+    heldout_questions,
+    set_metrics,
+)
 from algorithms.ppo import PPO, ValueHead
 from algorithms.preflight import check_output_dir, check_packages
 from algorithms.registry import make_algorithm
 from algorithms.runlog import (
     CHECKPOINTS_DIR,
+    EVALUATIONS_FILE,
     LAST_POINTER,
     METRICS_FILE,
     PLOTS_DIR,
@@ -257,13 +266,27 @@ class SpiceTrainer:
         agent_wrapper: wraps each generating :class:`~agents.self_play.SelfPlayAgent` (the
             trained one and a frozen Challenger) before it plays, to filter, log or script what
             it generates; the wrapper keeps the agent's ``generate(observations, n)`` contract.
+        eval_sets: question sets for the in-loop evaluation by name, among them those that
+            ``evaluation.benchmarks`` names (see
+            :func:`benchmarks.evaluation.benchmark_questions`); the held-out set is drawn from
+            the corpus by the trainer itself.
     """
 
     def __init__(self, config: TrainConfig, fabric: Any,
-                 agent_wrapper: Callable[[SelfPlayAgent], Any] | None = None) -> None:
+                 agent_wrapper: Callable[[SelfPlayAgent], Any] | None = None,
+                 eval_sets: Mapping[str, Sequence[EvalQuestion]] | None = None) -> None:
         self.config = config
         self.fabric = fabric
         self.agent_wrapper = agent_wrapper
+        self.eval_sets: dict[str, list[EvalQuestion]] = {
+            name: list(questions) for name, questions in (eval_sets or {}).items()}
+        missing = [name for name in config.evaluation.benchmarks if name not in self.eval_sets]
+        if missing:
+            raise ConfigError(f"evaluation.benchmarks: no questions were given for "
+                              f"{', '.join(missing)}; `spice train` loads them, from Python pass "
+                              "eval_sets=benchmarks.evaluation.benchmark_questions(...)")
+        if HELDOUT in self.eval_sets:
+            raise ConfigError(f"eval_sets: {HELDOUT!r} is the held-out set's own name")
         self.output_dir = Path(config.trainer.output_dir)
         self.precision = resolve_precision(config.trainer.precision,
                                            config.trainer.accelerator)
@@ -324,6 +347,7 @@ class SpiceTrainer:
                              max_tokens=cfg.rollout.max_document_tokens,
                              tokenizer=self.tokenizer, text_field=cfg.rollout.text_field,
                              limit=cfg.rollout.max_records)
+        corpus = self._hold_out(corpus)
         self.runner = SpiceRunner(
             corpus, batch_size=cfg.rollout.batch_size, attempts=cfg.rollout.attempts,
             seed=cfg.trainer.seed, max_tokens=cfg.rollout.max_document_tokens,
@@ -349,12 +373,35 @@ class SpiceTrainer:
             for logs in ("logs", "tensorboard", PLOTS_DIR, "model"):
                 _remove(self.output_dir / logs)
             _remove(self.output_dir / "ranks.jsonl")
+            _remove(self.output_dir / EVALUATIONS_FILE)
             for old in self.output_dir.glob("rollouts*.jsonl"):
                 _remove(old)
         self.fabric.barrier()
 
     def _check_setup(self) -> None:
         check_packages(self.config)
+
+    def _hold_out(self, corpus: Any) -> Any:
+        """Set the held-out documents aside (the same on every rank: before sharding)."""
+        section = self.config.evaluation
+        if not section.heldout:
+            return corpus
+        from spice_env.corpus import CorpusError
+
+        eligible = heldout_eligible(section.question_field, section.answer_field,
+                                    section.heldout_answers)
+        try:
+            rest, held = corpus.hold_out(
+                section.heldout, seed=section.seed, eligible=eligible,
+                key=lambda d: str(d.metadata.get(section.question_field, d.text)))
+        except CorpusError as error:
+            raise ConfigError(f"evaluation.heldout: {error} (documents need the record fields "
+                              f"{section.question_field!r} and {section.answer_field!r}"
+                              + (", with a numeric answer" if section.heldout_answers ==
+                                 "numeric" else "") + ")") from None
+        self.eval_sets = {HELDOUT: heldout_questions(held, section.question_field,
+                                                     section.answer_field), **self.eval_sets}
+        return rest
 
     def _setup_generation(self, source: str) -> None:
         """The agent playing both roles (and the frozen Challenger, when there is one)."""
@@ -426,6 +473,7 @@ class SpiceTrainer:
         rank, world = self.fabric.global_rank, self.fabric.world_size
         truncate_jsonl(rollouts_file(self.output_dir, rank, world), self.iteration)
         if rank == 0:
+            truncate_jsonl(self.output_dir / EVALUATIONS_FILE, self.iteration)
             kept = truncate_jsonl(self.output_dir / METRICS_FILE, self.iteration)
             from lightning.fabric.loggers import CSVLogger
 
@@ -447,11 +495,23 @@ class SpiceTrainer:
         total = cfg.trainer.iterations
         progress = _Progress(total, self.iteration,
                              enabled=cfg.trainer.progress and fabric.global_rank == 0)
+        evaluating = bool(self.eval_sets)
         try:
             with progress:
+                if evaluating and self.iteration == 0 and not self._evaluated_start():
+                    before = self.evaluate()  # the policy before any update: iteration 0
+                    if fabric.global_rank == 0:
+                        append_jsonl(self.output_dir / METRICS_FILE,
+                                     [{"iteration": 0, **finite(before)}])
+                        fabric.log_dict(finite(before), step=0)
+                    progress.show(before)
                 while self.iteration < total:
                     metrics = self.run_iteration()
                     self.iteration += 1
+                    every = cfg.evaluation.every
+                    if evaluating and ((every and self.iteration % every == 0)
+                                       or self.iteration == total):
+                        metrics.update(self.evaluate())
                     if fabric.global_rank == 0:
                         append_jsonl(self.output_dir / METRICS_FILE,
                                      [{"iteration": self.iteration, **finite(metrics)}])
@@ -475,6 +535,58 @@ class SpiceTrainer:
         if cfg.trainer.export_model:
             self.export_model(self.output_dir / "model")
         return summary
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        """Answer every evaluation set greedily with the current policy (the questions split
+        over the ranks); the ``eval/...`` metrics, and on rank 0 every answer appended to
+        ``evaluations.jsonl`` under the current iteration."""
+        cfg, fabric = self.config, self.fabric
+        begin = time.perf_counter()
+        rank, world = fabric.global_rank, fabric.world_size
+        section = cfg.evaluation
+        limit = section.max_new_tokens or cfg.reasoner.max_new_tokens
+        agent = self.agent
+        saved = agent.sampling["reasoner"]
+
+        def generate(observations: list[dict[str, Any]], sampling: SamplingConfig
+                     ) -> Sequence[Sequence[Generation]]:
+            agent.sampling["reasoner"] = sampling
+            context = self.fabric.autocast() if self.shares_module else nullcontext()
+            with context:
+                return agent.generate(observations, sampling.n)
+
+        local: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self.model.eval()
+        try:
+            for name, questions in self.eval_sets.items():
+                mine = list(range(rank, len(questions), world))
+                records = answer_questions([questions[i] for i in mine], generate,
+                                           self.runner.game.reasoner_observation,
+                                           self.runner.verifier, max_new_tokens=limit,
+                                           batch_size=section.batch_size, seed=section.seed)
+                local[name] = list(zip(mine, records, strict=True))
+        finally:
+            agent.sampling["reasoner"] = saved
+        _release_memory()
+        metrics: dict[str, float] = {}
+        rows: list[dict[str, Any]] = []
+        parts = self._gather(local)
+        for name in self.eval_sets:
+            records = [record for _, record in
+                       sorted((pair for part in parts for pair in part[name]),
+                              key=lambda pair: pair[0])]
+            metrics.update(set_metrics(name, records))
+            rows += [{"iteration": self.iteration, "set": name, **record} for record in records]
+        if rank == 0:
+            append_jsonl(self.output_dir / EVALUATIONS_FILE, rows)
+        metrics["time/eval"] = time.perf_counter() - begin
+        return metrics
+
+    def _evaluated_start(self) -> bool:
+        """Whether iteration 0's evaluation is already on record (a run resumed from 0)."""
+        return any(int(r.get("iteration", -1)) == 0
+                   for r in read_jsonl(self.output_dir / METRICS_FILE))
 
     # ------------------------------------------------------------------ one iteration
     def run_iteration(self) -> dict[str, float]:
@@ -724,15 +836,16 @@ class SpiceTrainer:
 
 
 def train(config: TrainConfig, *, resume: bool = False,
-          agent_wrapper: Callable[[SelfPlayAgent], Any] | None = None) -> RunSummary:
+          agent_wrapper: Callable[[SelfPlayAgent], Any] | None = None,
+          eval_sets: Mapping[str, Sequence[EvalQuestion]] | None = None) -> RunSummary:
     """Set up Fabric, launch its processes and run :class:`SpiceTrainer` (``setup`` → ``fit``).
 
     With ``resume`` the run continues from the last checkpoint of ``trainer.output_dir``;
-    ``agent_wrapper`` is passed to :class:`SpiceTrainer`.
+    ``agent_wrapper`` and ``eval_sets`` are passed to :class:`SpiceTrainer`.
     """
     fabric = make_fabric(config, _checkpoint_iteration(config) if resume else None)
     fabric.launch()
-    trainer = SpiceTrainer(config, fabric, agent_wrapper=agent_wrapper)
+    trainer = SpiceTrainer(config, fabric, agent_wrapper=agent_wrapper, eval_sets=eval_sets)
     try:
         trainer.setup(resume=resume)
         summary = trainer.fit()
@@ -787,6 +900,7 @@ class _Progress:
 
     def __init__(self, total: int, done: int, *, enabled: bool) -> None:
         self.enabled = enabled
+        self.last_eval = ""
         if enabled:
             from rich.progress import (
                 BarColumn,
@@ -814,12 +928,25 @@ class _Progress:
     def advance(self, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
             return
+        self.bar.update(self.task, advance=1, status=self._status(metrics))
+
+    def show(self, metrics: Mapping[str, float]) -> None:
+        """Show metrics without advancing (the evaluation before the first iteration)."""
+        if self.enabled:
+            self.bar.update(self.task, status=self._status(metrics))
+
+    def _status(self, metrics: Mapping[str, float]) -> str:
+        if any(key.startswith("eval/") for key in metrics):
+            self.last_eval = "  ".join(
+                f"{key.split('/')[1]} {metrics[key]:.2f}" for key in metrics
+                if key.startswith("eval/") and key.endswith("/accuracy")
+                and math.isfinite(metrics[key]))
         shown = [("valid", "challenger/valid_rate"), ("0<p<1", "challenger/frontier_share"),
                  ("R_c", "challenger/reward"), ("R_r", "reasoner/reward"),
                  ("s/it", "time/iteration")]
         status = "  ".join(f"{label} {metrics[key]:.2f}" for label, key in shown
                            if key in metrics and math.isfinite(metrics[key]))
-        self.bar.update(self.task, advance=1, status=status)
+        return f"{status}  eval: {self.last_eval}" if self.last_eval else status
 
 
 def _light(rollout: IterationRollout) -> IterationRollout:

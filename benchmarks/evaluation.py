@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import SamplingConfig
 from agents.models import hub_connection_problem
+from algorithms.evaluation import EvalQuestion
 from spice_env.prompting import PromptStyle, reasoner_prompt
 from spice_env.tasks import AnswerType, Task
 from spice_env.verify import Verifier, extract_boxed
@@ -473,6 +474,24 @@ def load_benchmark(spec: BenchmarkSpec, *, limit: int | None = None, seed: int =
         keep = sorted(random.Random(f"{spec.name}:{seed}").sample(range(total), limit))
         items = [items[i] for i in keep]
     return LoadedBenchmark(spec=spec, items=items, total=total, skipped=skipped)
+
+
+def benchmark_questions(names: Sequence[str], *, limit: int | None = None, seed: int = 0
+                        ) -> dict[str, list[EvalQuestion]]:
+    """Benchmark subsets as question sets for the trainer's in-loop evaluation
+    (``evaluation.benchmarks``): the same seeded subset :func:`evaluate` draws with ``limit``.
+
+    Raises:
+        ValueError: an unknown benchmark name.
+        BenchmarkUnavailable: a benchmark's data cannot be read here.
+    """
+    out: dict[str, list[EvalQuestion]] = {}
+    for name in names:
+        if name not in BENCHMARKS:
+            raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+        loaded = load_benchmark(BENCHMARKS[name], limit=limit, seed=seed)
+        out[name] = [EvalQuestion(item.id, item.task()) for item in loaded.items]
+    return out
 
 
 # --- running -----------------------------------------------------------------------------------

@@ -202,6 +202,7 @@ def _train(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
         return 0
     plan = preflight(config, resume=args.resume, dry_run=args.dry_run)
+    eval_sets = _eval_sets(config)  # before the model loads: a bad name fails fast
     if args.dry_run:
         print(plan.describe())
         print("\n# the resolved config")
@@ -211,7 +212,7 @@ def _train(args: argparse.Namespace) -> int:
     from algorithms.trainer import train
 
     try:
-        summary = train(config, resume=args.resume)
+        summary = train(config, resume=args.resume, eval_sets=eval_sets)
     except KeyboardInterrupt:
         print("stopped; continue with --resume", file=sys.stderr)
         return 130
@@ -222,6 +223,20 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{summary.iterations} iterations in {summary.output_dir}; last: "
               + ", ".join(f"{key} {last[key]:.3f}" for key in shown if key in last))
     return 0
+
+
+def _eval_sets(config: Any) -> dict[str, Any]:
+    """The benchmark subsets that ``evaluation.benchmarks`` names, read before training."""
+    section = config.evaluation
+    if not section.benchmarks:
+        return {}
+    from benchmarks.evaluation import BenchmarkUnavailable, benchmark_questions
+
+    try:
+        return benchmark_questions(section.benchmarks, limit=section.benchmark_limit,
+                                   seed=section.seed)
+    except (ValueError, BenchmarkUnavailable) as error:
+        raise UsageError(f"evaluation.benchmarks: {error}") from None
 
 
 def _configs(args: argparse.Namespace) -> int:
@@ -432,6 +447,11 @@ def _bench_rewards(args: argparse.Namespace) -> int:
     from benchmarks.perf.common import machine, package_versions
     from benchmarks.rewards import CurriculumSettings, markdown, plot, run
 
+    if args.train:
+        return _bench_rewards_train(args)
+    if args.overrides or args.config or args.plugin or args.rewards:
+        raise UsageError("--config, --rewards, --plugin and dotted.key=value settings go with "
+                         "--train")
     rollouts = args.rollouts
     if rollouts is not None and not rollouts.is_file():
         raise UsageError(f"--rollouts: no rollouts file at {rollouts} (a run folder's "
@@ -443,6 +463,47 @@ def _bench_rewards(args: argparse.Namespace) -> int:
     report.update(command="spice " + " ".join(args.argv), date=datetime.now(UTC).isoformat(
         timespec="seconds"), machine=machine(), versions=package_versions(["spice-env",
                                                                            "numpy"]))
+    return _write_report(report, args.output, markdown, plot)
+
+
+def _bench_rewards_train(args: argparse.Namespace) -> int:
+    """``spice bench rewards --train``: one short learning run per Challenger reward."""
+    from datetime import UTC, datetime
+
+    require_ours("algorithms")
+    from algorithms.config import load_config
+    from algorithms.preflight import preflight
+    from benchmarks.perf.common import machine, package_versions
+    from benchmarks.reward_training import arm_config, compare_rewards, markdown, plot
+    from spice_env.rewards import CHALLENGER_REWARDS
+
+    for module in args.plugin:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise UsageError(f"--plugin {module}: cannot be imported ({error})") from None
+    rewards = [name.strip() for name in (args.rewards or "variance,absolute_zero").split(",")
+               if name.strip()]
+    unknown = [name for name in rewards if name not in CHALLENGER_REWARDS]
+    if unknown or len(set(rewards)) != len(rewards) or not rewards:
+        raise UsageError(f"--rewards: {', '.join(unknown) or 'each reward once'}; registered: "
+                         f"{', '.join(CHALLENGER_REWARDS)} (add yours with --plugin)")
+    config = load_config(args.config or "cpu-learn", args.overrides)
+    if not config.evaluation.heldout:
+        raise UsageError("--train needs a held-out set: set evaluation.heldout (the cpu-learn "
+                         "config has one)")
+    _writable_output(args.output)
+    root = args.output.parent / (args.output.stem + "-runs")
+    for reward in rewards:  # every arm checked before the first trains
+        preflight(arm_config(config, reward, root))
+    eval_sets = _eval_sets(config)
+    started = datetime.now(UTC)
+    report = compare_rewards(config, rewards, root, eval_sets=eval_sets)
+    report.update(command="spice " + " ".join(args.argv),
+                  date=started.isoformat(timespec="seconds"),
+                  minutes=round((datetime.now(UTC) - started).total_seconds() / 60, 1),
+                  machine=machine(), versions=package_versions(["spice-env", "torch",
+                                                                "transformers", "peft"]))
     return _write_report(report, args.output, markdown, plot)
 
 
@@ -661,7 +722,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="steps of the simulated curriculum")
     rewards.add_argument("--seed", type=int, default=0, help="seed of the simulation")
     rewards.add_argument("--output", type=Path, default=Path("runs/bench/rewards.json"),
-                         help="the JSON report (the .md table and .png plot go beside it)")
+                         help="the JSON report (the .md table and .png plot go beside it; "
+                         "with --train the runs go into <output>-runs/)")
+    rewards.add_argument("--train", action="store_true",
+                         help="compare by training: the same short learning run under each "
+                         "reward, with held-out evaluation")
+    rewards.add_argument("--config", default=None,
+                         help="with --train: the run's config (default: cpu-learn)")
+    rewards.add_argument("--rewards", default=None,
+                         help="with --train: rewards to compare, comma-separated (default: "
+                         "variance,absolute_zero)")
+    rewards.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                         help="with --train: import this module first (it registers rewards)")
+    rewards.add_argument("overrides", nargs="*", metavar="dotted.key=value",
+                         help="with --train: settings over the config's, e.g. "
+                         "trainer.iterations=6")
     rewards.set_defaults(func=_bench_rewards)
     coevolution = command("coevolution", "the co-evolution probe on a run's checkpoints", bench)
     coevolution.add_argument("--run", type=Path, required=True, help="a run folder (runs/<run>)")
@@ -712,7 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if extra:  # overrides may also come after --resume
         bad = [item for item in extra if "=" not in item or item.startswith("-")]
-        if getattr(args, "command", None) != "train" or bad:
+        if not hasattr(args, "overrides") or bad:
             where = f"spice {args.command}" if getattr(args, "command", None) else "spice"
             print(f"{where}: error: unrecognized arguments: {' '.join(bad or extra)} (see "
                   f"{where} --help)", file=sys.stderr)

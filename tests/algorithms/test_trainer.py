@@ -152,6 +152,63 @@ def test_resume_continues_a_killed_run_exactly(tiny_folder: Path, tmp_path: Path
     assert len(csv_rows) == 5  # the history before the kill was replayed into the CSV
 
 
+def test_in_loop_evaluation_before_every_k_and_after(tiny_folder: Path, tmp_path: Path) -> None:
+    from algorithms.evaluation import EvalQuestion
+    from spice_env.tasks import Task
+
+    out = tmp_path / "evaluated"
+    extra = [EvalQuestion(f"x{i}", Task(kind="free_form", question=f"{i} + {i}?",
+                                        answer=str(2 * i), answer_type="integer"))
+             for i in range(3)]
+    config = tiny_config(tiny_folder, out, trainer={"iterations": 3},
+                         evaluation={"heldout": 5, "every": 2, "max_new_tokens": 6,
+                                     "batch_size": 4})
+    summary = train(config, agent_wrapper=ScriptedTextAgent, eval_sets={"extra": extra})
+
+    assert [r["iteration"] for r in summary.history] == [0, 1, 2, 3]
+    evaluated = [r["iteration"] for r in summary.history if "eval/heldout/accuracy" in r]
+    assert evaluated == [0, 2, 3]
+    assert [r["iteration"] for r in summary.history if "eval/extra/accuracy" in r] == [0, 2, 3]
+    first = summary.history[0]
+    assert first["eval/heldout/items"] == 5 and first["eval/extra/items"] == 3
+    assert 0 <= first["eval/heldout/boxed_rate"] <= 1 and first["time/eval"] > 0
+    assert "challenger/reward" not in first  # iteration 0 is the evaluation alone
+    answers = read_jsonl(out / "evaluations.jsonl")
+    assert len(answers) == 3 * (5 + 3)
+    assert {a["iteration"] for a in answers} == {0, 2, 3}
+    assert all(a["tokens"] <= 6 for a in answers)
+    held = {a["id"] for a in answers if a["set"] == "heldout"}
+    assert len(held) == 5
+    trained_on = {r["document_id"] for r in read_jsonl(out / "rollouts.jsonl")}
+    assert trained_on and not held & trained_on  # the held-out documents are never sampled
+    assert (out / "plots" / "curves.png").is_file()
+    csv_header = (out / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "eval/heldout/accuracy" in csv_header
+
+    longer = tiny_config(tiny_folder, out, trainer={"iterations": 4},
+                         evaluation={"heldout": 5, "every": 2, "max_new_tokens": 6,
+                                     "batch_size": 4})
+    summary = train(longer, resume=True, agent_wrapper=ScriptedTextAgent,
+                    eval_sets={"extra": extra})
+    assert [r["iteration"] for r in summary.history] == [0, 1, 2, 3, 4]
+    answers = read_jsonl(out / "evaluations.jsonl")
+    assert [a["iteration"] for a in answers].count(0) == 8  # not evaluated again
+    assert {a["iteration"] for a in answers} == {0, 2, 3, 4}
+    again = {a["id"] for a in answers if a["set"] == "heldout" and a["iteration"] == 4}
+    assert again == held
+
+
+def test_evaluation_refuses_what_it_cannot_evaluate(tiny_folder: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_folder, tmp_path / "a", evaluation={"benchmarks": ["gsm8k"]})
+    with pytest.raises(ConfigError, match="no questions were given for gsm8k"):
+        train(config)
+    config = tiny_config(tiny_folder, tmp_path / "b", rollout={"corpus": "embedded:general"},
+                         evaluation={"heldout": 3})
+    with pytest.raises(ConfigError, match=r"evaluation.heldout: .* 0 documents that can be held "
+                       r"out; 3 were asked for .*'question' and 'answer'"):
+        train(config)
+
+
 def test_resume_without_a_checkpoint_says_so(tiny_folder: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_folder, tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
