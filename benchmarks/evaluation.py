@@ -35,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import SamplingConfig
 from agents.models import hub_connection_problem
-from algorithms.evaluation import EvalQuestion
 from spice_env.prompting import PromptStyle, reasoner_prompt
 from spice_env.tasks import AnswerType, Task
 from spice_env.verify import Verifier, extract_boxed
@@ -477,15 +476,18 @@ def load_benchmark(spec: BenchmarkSpec, *, limit: int | None = None, seed: int =
 
 
 def benchmark_questions(names: Sequence[str], *, limit: int | None = None, seed: int = 0
-                        ) -> dict[str, list[EvalQuestion]]:
-    """Benchmark subsets as question sets for the trainer's in-loop evaluation
-    (``evaluation.benchmarks``): the same seeded subset :func:`evaluate` draws with ``limit``.
+                        ) -> dict[str, list[Any]]:
+    """Benchmark subsets as question sets (:class:`algorithms.evaluation.EvalQuestion` lists)
+    for the trainer's in-loop evaluation (``evaluation.benchmarks``): the same seeded subset
+    :func:`evaluate` draws with ``limit``; the loop answers each greedily, once.
 
     Raises:
         ValueError: an unknown benchmark name.
         BenchmarkUnavailable: a benchmark's data cannot be read here.
     """
-    out: dict[str, list[EvalQuestion]] = {}
+    from algorithms.evaluation import EvalQuestion  # not at import: `spice eval` needs no trainer
+
+    out: dict[str, list[Any]] = {}
     for name in names:
         if name not in BENCHMARKS:
             raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")

@@ -448,6 +448,9 @@ def _bench_rewards(args: argparse.Namespace) -> int:
     from benchmarks.rewards import CurriculumSettings, markdown, plot, run
 
     if args.train:
+        if args.rollouts is not None or args.steps != 300 or args.seed != 0:
+            raise UsageError("--rollouts, --steps and --seed are for the simulation; with "
+                             "--train the config sets the seed (trainer.seed=...)")
         return _bench_rewards_train(args)
     if args.overrides or args.config or args.plugin or args.rewards:
         raise UsageError("--config, --rewards, --plugin and dotted.key=value settings go with "
@@ -498,7 +501,15 @@ def _bench_rewards_train(args: argparse.Namespace) -> int:
         preflight(arm_config(config, reward, root))
     eval_sets = _eval_sets(config)
     started = datetime.now(UTC)
-    report = compare_rewards(config, rewards, root, eval_sets=eval_sets)
+
+    def save(partial: dict[str, Any]) -> None:
+        import json
+
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps({**partial, "command": "spice " + " ".join(args.argv)},
+                                          indent=2) + "\n")
+
+    report = compare_rewards(config, rewards, root, eval_sets=eval_sets, on_arm=save)
     report.update(command="spice " + " ".join(args.argv),
                   date=started.isoformat(timespec="seconds"),
                   minutes=round((datetime.now(UTC) - started).total_seconds() / 60, 1),

@@ -35,7 +35,8 @@ def serve() -> Iterator[ServeFn]:
 @pytest.fixture(scope="session")
 def still_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny base model and a one-iteration run of it at lr 1e-30, whose update cannot move
-    the weights: ``(base folder, run folder)``."""
+    the weights, with a held-out set of 6 questions evaluated before and after:
+    ``(base folder, run folder)``."""
     from agents.scripted import ScriptedTextAgent
     from agents.tiny import save_tiny_model
     from algorithms.config import build_config
@@ -53,6 +54,7 @@ def still_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         "optimizer": {"lr": 1e-30},
         "trainer": {"iterations": 1, "output_dir": str(root / "run"), "save_every": 1,
                     "progress": False, "precision": "bf16-mixed"},
+        "evaluation": {"heldout": 6, "max_new_tokens": 8, "batch_size": 4},
     })
     train(config, agent_wrapper=ScriptedTextAgent)
     return base, root / "run"

@@ -140,7 +140,7 @@ def one_iteration(args: argparse.Namespace) -> dict[str, Any]:
             "trainer.export_model=false", "trainer.progress=false", "trainer.log_rollouts=false",
             f"trainer.seed={args.seed}"])
         summary = train(config)
-    record = summary.history[0]
+    record = next(r for r in summary.history if "time/iteration" in r)  # not an evaluation
     keys = ["time/generate", "time/verify", "time/train", "time/sync", "time/iteration",
             "throughput/generated_tokens_per_s", "throughput/trained_tokens_per_s",
             "challenger/completion_tokens", "reasoner/completion_tokens",
