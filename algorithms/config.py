@@ -181,7 +181,9 @@ class EvaluationConfig(_Section):
         "gold answer is a number (units allowed), checked as a number; `any`, any answer of at "
         "most 200 characters, non-numbers checked as expressions by Math-Verify.")
     benchmarks: list[str] = Field(default_factory=list, description="Benchmark subsets to "
-                                  "evaluate as well (names of `spice eval --list`).")
+                                  "evaluate as well (names of `spice eval --list`), answered "
+                                  "greedily once per question (also those that `spice eval` "
+                                  "samples, such as AIME).")
     benchmark_limit: int = Field(default=50, ge=1, description="Items per benchmark (a seeded "
                                  "random subset).")
     max_new_tokens: int | None = Field(default=None, ge=1, description="Answer length limit "
@@ -219,6 +221,12 @@ class TrainConfig(_Section):
         if self.model.frozen_challenger_endpoint and not self.model.frozen_challenger:
             raise ValueError("model.frozen_challenger_endpoint needs model.frozen_challenger "
                              "(the served model's name)")
+        section = self.evaluation
+        if section.heldout and self.rollout.text_field in (section.question_field,
+                                                           section.answer_field):
+            raise ValueError(f"rollout.text_field {self.rollout.text_field!r} is also a "
+                             "held-out field (evaluation.question_field/answer_field): the "
+                             "text field is the document, not one of its fields")
         if self.model.frozen_challenger and self.trainer.train_roles == "both":
             raise ValueError("a frozen challenger does not train: set trainer.train_roles to "
                              "'reasoner'")

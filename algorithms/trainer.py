@@ -240,6 +240,7 @@ class _TrainingState:
             local["cuda_rng"] = torch.cuda.get_rng_state_all()
         return {"iteration": self.trainer.iteration,
                 "world_size": self.trainer.fabric.world_size,
+                "heldout": self.trainer.heldout_digest(),
                 "ranks": self.trainer._gather(local)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -247,6 +248,11 @@ class _TrainingState:
         if int(state.get("world_size", world)) != world:
             raise ValueError(f"the checkpoint was written by {state['world_size']} processes; "
                              f"this run has {world} (each owns a corpus shard)")
+        saved, current = state.get("heldout"), self.trainer.heldout_digest()
+        if saved is not None and saved != current:
+            raise ConfigError("evaluation: the run was trained with another held-out set "
+                              "(evaluation.heldout, seed, fields or corpus changed); resume "
+                              "with the settings it started with, or start a new run")
         self.trainer.iteration = int(state["iteration"])
         local = state["ranks"][self.trainer.fabric.global_rank]
         self.trainer.runner.load_state_dict(local["runner"])
@@ -287,6 +293,10 @@ class SpiceTrainer:
                               "eval_sets=benchmarks.evaluation.benchmark_questions(...)")
         if HELDOUT in self.eval_sets:
             raise ConfigError(f"eval_sets: {HELDOUT!r} is the held-out set's own name")
+        for name in self.eval_sets:
+            if not name or "/" in name:
+                raise ConfigError(f"eval_sets: {name!r} cannot name a set (metrics are "
+                                  "eval/<set>/<metric>: no empty name, no '/')")
         self.output_dir = Path(config.trainer.output_dir)
         self.precision = resolve_precision(config.trainer.precision,
                                            config.trainer.accelerator)
@@ -341,13 +351,15 @@ class SpiceTrainer:
         warmup = opt.warmup_iterations
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)) if warmup else 1.0)
-        self._setup_generation(loaded.source)
+        # the corpus (and its held-out part) before the generation engines start: a corpus
+        # that cannot give what the config asks fails before the expensive part
         corpus = load_corpus(cfg.rollout.corpus if isinstance(cfg.rollout.corpus, str)
                              else dict(cfg.rollout.corpus),
                              max_tokens=cfg.rollout.max_document_tokens,
                              tokenizer=self.tokenizer, text_field=cfg.rollout.text_field,
                              limit=cfg.rollout.max_records)
         corpus = self._hold_out(corpus)
+        self._setup_generation(loaded.source)
         self.runner = SpiceRunner(
             corpus, batch_size=cfg.rollout.batch_size, attempts=cfg.rollout.attempts,
             seed=cfg.trainer.seed, max_tokens=cfg.rollout.max_document_tokens,
@@ -380,6 +392,15 @@ class SpiceTrainer:
 
     def _check_setup(self) -> None:
         check_packages(self.config)
+
+    def heldout_digest(self) -> str:
+        """A digest of the held-out documents (empty without a held-out set): saved with each
+        checkpoint, so that a resume cannot train on what the run held out."""
+        import hashlib
+
+        questions = self.eval_sets.get(HELDOUT, [])
+        return hashlib.sha256("\n".join(q.id for q in questions).encode()).hexdigest()[:16] \
+            if questions else ""
 
     def _hold_out(self, corpus: Any) -> Any:
         """Set the held-out documents aside (the same on every rank: before sharding)."""
@@ -556,7 +577,7 @@ class SpiceTrainer:
             with context:
                 return agent.generate(observations, sampling.n)
 
-        local: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        local: dict[str, Any] = {}
         self.model.eval()
         try:
             for name, questions in self.eval_sets.items():
@@ -571,16 +592,16 @@ class SpiceTrainer:
         _release_memory()
         metrics: dict[str, float] = {}
         rows: list[dict[str, Any]] = []
-        parts = self._gather(local)
+        parts = self._gather({"sets": local, "seconds": time.perf_counter() - begin})
         for name in self.eval_sets:
             records = [record for _, record in
-                       sorted((pair for part in parts for pair in part[name]),
+                       sorted((pair for part in parts for pair in part["sets"][name]),
                               key=lambda pair: pair[0])]
             metrics.update(set_metrics(name, records))
             rows += [{"iteration": self.iteration, "set": name, **record} for record in records]
         if rank == 0:
             append_jsonl(self.output_dir / EVALUATIONS_FILE, rows)
-        metrics["time/eval"] = time.perf_counter() - begin
+        metrics["time/eval"] = max(part["seconds"] for part in parts)  # the slowest rank
         return metrics
 
     def _evaluated_start(self) -> bool:
@@ -813,11 +834,12 @@ class SpiceTrainer:
         return final
 
     def close(self) -> None:
-        """Release the generation engines and the verifier's workers."""
-        self.runner.close()
-        self.agent.close()
-        if self.frozen is not None:
-            self.frozen.close()
+        """Release the generation engines and the verifier's workers (those that were started:
+        a setup that failed half-way is cleaned up too)."""
+        for part in ("runner", "agent", "frozen"):
+            started = getattr(self, part, None)
+            if started is not None:
+                started.close()
 
     def parameter_checksum(self) -> float:
         """The sum of all trained parameters (float64), to compare ranks."""
@@ -862,8 +884,7 @@ def train(config: TrainConfig, *, resume: bool = False,
             _end_process_group()
         return summary
     finally:
-        if getattr(trainer, "_ready", False):
-            trainer.close()
+        trainer.close()
 
 
 def _end_process_group() -> None:

@@ -446,21 +446,26 @@ class Corpus:
                  key: Callable[[Document], Any] | None = None) -> tuple[Corpus, list[Document]]:
         """Set ``n`` documents aside, drawn at random with ``seed`` among the ``eligible`` ones.
 
-        Returns the corpus without them (components and weights kept) and the held-out
-        documents. Every other document with the same ``key`` as a held-out one (by default its
-        text; another segment of the same record, say) leaves the corpus too, so nothing
-        trained on repeats what is held out.
+        Documents with the same ``key`` (by default their text; say, the segments of one record
+        or one problem stored twice) count as one: the draw takes ``n`` distinct keys, one
+        document each, and every document with a held-out key leaves the corpus, so nothing
+        trained on repeats what is held out. Returns the rest (same components, same weights)
+        and the held-out documents.
 
         Raises:
-            CorpusError: fewer than ``n`` eligible documents, or none would be left to train on.
+            CorpusError: fewer than ``n`` distinct eligible keys, or a component (or the whole
+                corpus) left without documents.
         """
-        candidates = [i for i, d in enumerate(self.documents) if eligible is None or eligible(d)]
-        if n < 0 or len(candidates) < n:
-            raise CorpusError(f"corpus {self.name!r} has {len(candidates)} documents that can be "
-                              f"held out; {n} were asked for")
         keyed = key or (lambda document: document.text)
+        first: dict[Any, int] = {}  # one document per key, in corpus order
+        for index, document in enumerate(self.documents):
+            if eligible is None or eligible(document):
+                first.setdefault(keyed(document), index)
+        if n < 0 or len(first) < n:
+            raise CorpusError(f"corpus {self.name!r} has {len(first)} documents that can be "
+                              f"held out; {n} were asked for")
         rng = np.random.default_rng([seed, 104])
-        chosen = sorted(int(i) for i in rng.choice(candidates, size=n, replace=False))
+        chosen = sorted(int(i) for i in rng.choice(list(first.values()), size=n, replace=False))
         held = [self.documents[i] for i in chosen]
         keys = {keyed(d) for d in held}
         keep = [i for i, d in enumerate(self.documents) if keyed(d) not in keys]
@@ -469,6 +474,10 @@ class Corpus:
         position = {old: new for new, old in enumerate(keep)}
         components = [(cname, [position[int(i)] for i in indices if int(i) in position], weight)
                       for cname, indices, weight in self.components]
+        emptied = [cname for cname, indices, weight in components if not indices and weight > 0]
+        if emptied:
+            raise CorpusError(f"holding out {n} documents leaves no document in "
+                              f"{', '.join(map(repr, emptied))} of corpus {self.name!r}")
         rest = Corpus([self.documents[i] for i in keep], name=self.name, stats=self.stats,
                       components=components)
         return rest, held

@@ -196,6 +196,10 @@ def test_in_loop_evaluation_before_every_k_and_after(tiny_folder: Path, tmp_path
     assert {a["iteration"] for a in answers} == {0, 2, 3, 4}
     again = {a["id"] for a in answers if a["set"] == "heldout" and a["iteration"] == 4}
     assert again == held
+    other = tiny_config(tiny_folder, out, trainer={"iterations": 5},
+                        evaluation={"heldout": 5, "seed": 1})
+    with pytest.raises(ConfigError, match="another held-out set"):  # it would train on them
+        train(other, resume=True, agent_wrapper=ScriptedTextAgent)
 
 
 def test_evaluation_refuses_what_it_cannot_evaluate(tiny_folder: Path, tmp_path: Path) -> None:

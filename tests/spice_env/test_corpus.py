@@ -716,3 +716,19 @@ def test_embedded_math_records_carry_their_problem_and_answer() -> None:
     assert document.metadata["question"] and document.metadata["answer"]
     assert document.text.startswith("Problem: " + document.metadata["question"])
     assert document.text.endswith("Answer: " + document.metadata["answer"])
+
+
+def test_hold_out_draws_distinct_keys_and_keeps_every_component(
+        two_sources: tuple[str, str]) -> None:
+    records = [{"text": f"segment {i}", "question": f"q{i // 2}"} for i in range(10)]
+    corpus = load_corpus(records)
+    rest, held = corpus.hold_out(3, key=lambda d: d.metadata["question"])
+    assert len({d.metadata["question"] for d in held}) == 3 and len(rest) == 4
+    with pytest.raises(CorpusError, match="5 documents that can be held out; 6"):
+        corpus.hold_out(6, key=lambda d: d.metadata["question"])
+    with pytest.raises(CorpusError, match="leaves corpus"):
+        corpus.hold_out(5, key=lambda d: d.metadata["question"])
+    small, large = two_sources
+    mixture = load_corpus({small: 0.5, large: 0.5})
+    with pytest.raises(CorpusError, match="leaves no document in"):
+        mixture.hold_out(5, eligible=lambda d: d.text.startswith("small"))
