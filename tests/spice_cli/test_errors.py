@@ -58,6 +58,12 @@ def test_config_values(files: dict[str, Path], capsys: pytest.CaptureFixture[str
     _fails(["train", "trainer.iterations=0", "game.group_sise=4"], capsys,
            "trainer.iterations", "did you mean game.group_size?")
     _fails(["train", "trainer.iterations"], capsys, "dotted.key=value")
+    out = f"trainer.output_dir={files['tmp'] / 'run'}"
+    _fails(["train", "--config", "cpu-learn", "--dry-run", out,
+            "evaluation.benchmarks=[gsm8k,gsm9k]"], capsys,
+           "evaluation.benchmarks: unknown benchmark 'gsm9k'")
+    _fails(["train", "--dry-run", out, "evaluation.heldout=5", "rollout.text_field=question"],
+           capsys, "rollout.text_field 'question' is also a held-out field")
 
 
 def test_run_folder(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
