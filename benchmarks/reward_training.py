@@ -104,7 +104,8 @@ def compare_rewards(config: TrainConfig, rewards: Sequence[str], root: Path, *,
 def _num(value: float | None, scale: float = 1.0, sign: bool = False) -> str:
     if value is None or not math.isfinite(value):
         return "—"
-    return f"{value * scale:+.1f}" if sign else f"{value * scale:.2f}"
+    digits = 1 if scale != 1.0 else 2  # percentage points with one decimal, shares with two
+    return f"{value * scale:+.{digits}f}" if sign else f"{value * scale:.{digits}f}"
 
 
 def markdown(report: Mapping[str, Any]) -> str:

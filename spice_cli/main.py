@@ -452,9 +452,9 @@ def _bench_rewards(args: argparse.Namespace) -> int:
             raise UsageError("--rollouts, --steps and --seed are for the simulation; with "
                              "--train the config sets the seed (trainer.seed=...)")
         return _bench_rewards_train(args)
-    if args.overrides or args.config or args.plugin or args.rewards:
-        raise UsageError("--config, --rewards, --plugin and dotted.key=value settings go with "
-                         "--train")
+    if args.overrides or args.config or args.plugin or args.rewards or args.runs_dir:
+        raise UsageError("--config, --rewards, --plugin, --runs-dir and dotted.key=value "
+                         "settings go with --train")
     rollouts = args.rollouts
     if rollouts is not None and not rollouts.is_file():
         raise UsageError(f"--rollouts: no rollouts file at {rollouts} (a run folder's "
@@ -496,7 +496,7 @@ def _bench_rewards_train(args: argparse.Namespace) -> int:
         raise UsageError("--train needs a held-out set: set evaluation.heldout (the cpu-learn "
                          "config has one)")
     _writable_output(args.output)
-    root = args.output.parent / (args.output.stem + "-runs")
+    root = args.runs_dir or Path("runs/bench") / (args.output.stem + "-runs")
     for reward in rewards:  # every arm checked before the first trains
         preflight(arm_config(config, reward, root))
     eval_sets = _eval_sets(config)
@@ -733,8 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="steps of the simulated curriculum")
     rewards.add_argument("--seed", type=int, default=0, help="seed of the simulation")
     rewards.add_argument("--output", type=Path, default=Path("runs/bench/rewards.json"),
-                         help="the JSON report (the .md table and .png plot go beside it; "
-                         "with --train the runs go into <output>-runs/)")
+                         help="the JSON report (the .md table and .png plot go beside it)")
     rewards.add_argument("--train", action="store_true",
                          help="compare by training: the same short learning run under each "
                          "reward, with held-out evaluation")
@@ -743,6 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
     rewards.add_argument("--rewards", default=None,
                          help="with --train: rewards to compare, comma-separated (default: "
                          "variance,absolute_zero)")
+    rewards.add_argument("--runs-dir", type=Path, default=None,
+                         help="with --train: where the arms' run folders go (default: "
+                         "runs/bench/<output name>-runs/<reward>)")
     rewards.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                          help="with --train: import this module first (it registers rewards)")
     rewards.add_argument("overrides", nargs="*", metavar="dotted.key=value",

@@ -43,7 +43,8 @@ def test_two_rewards_and_a_registered_one_train_side_by_side(
     out = tmp_path / "bench" / "rewards_train.json"
     code = main(["bench", "rewards", "--train", "--config", str(tiny_learn_config),
                  "--rewards", "variance,absolute_zero,always_half", "--plugin", "my_rewards",
-                 "trainer.iterations=2", "--output", str(out)])
+                 "trainer.iterations=2", "--runs-dir", str(tmp_path / "arms"),
+                 "--output", str(out)])
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert list(report["arms"]) == ["variance", "absolute_zero", "always_half"]
@@ -53,7 +54,7 @@ def test_two_rewards_and_a_registered_one_train_side_by_side(
         config = json.loads(json.dumps(report["config"]))
         assert config["trainer"]["iterations"] == 2
         run = Path(arm["run"])
-        assert run == out.parent / "rewards_train-runs" / reward
+        assert run == tmp_path / "arms" / reward
         assert (run / "evaluations.jsonl").is_file()
         written = (run / "config.yaml").read_text()
         assert f"challenger_reward: {reward}" in written
@@ -83,4 +84,4 @@ def test_bad_comparisons_are_one_line_errors(tiny_learn_config: Path, tmp_path: 
                  "--output", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "r-runs").exists()
+    assert not Path("runs/bench/r-runs").exists()
