@@ -114,13 +114,8 @@ class _Policy:
     def heldout(self, questions: Sequence[EvalQuestion], verifier: Verifier, *,
                 max_new_tokens: int, batch_size: int, seed: int) -> list[dict[str, Any]]:
         game = SpiceGame(self.config.game, verifier)
-        agent = self.agent
-
-        def generate(observations: list[dict[str, Any]], sampling: Any) -> Any:
-            agent.sampling["reasoner"] = sampling
-            return agent.generate(observations, sampling.n)
-
-        return answer_questions(questions, generate, game.reasoner_observation, verifier,
+        return answer_questions(questions, agent_generate(self.agent),
+                                game.reasoner_observation, verifier,
                                 max_new_tokens=max_new_tokens, batch_size=batch_size,
                                 seed=seed)
 

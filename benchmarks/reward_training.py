@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from algorithms.config import TrainConfig
-from algorithms.evaluation import HELDOUT, EvalQuestion
-from algorithms.runlog import EVALUATIONS_FILE, read_jsonl
-from benchmarks.learning import paired
+from algorithms.evaluation import EvalQuestion
+from benchmarks.learning import heldout_records, paired
 
 MEANS = ("challenger/valid_rate", "challenger/frontier_share", "challenger/reward",
          "challenger/pass_rate", "reasoner/reward", "time/iteration")
@@ -44,10 +43,7 @@ def arm_config(config: TrainConfig, reward: str, root: Path) -> TrainConfig:
 
 def arm_summary(run: Path, history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One arm's row: held-out before/after and paired gain, means of the self-play metrics."""
-    answered: dict[int, list[dict[str, Any]]] = {}
-    for record in read_jsonl(run / EVALUATIONS_FILE):
-        if record.get("set") == HELDOUT:
-            answered.setdefault(int(record["iteration"]), []).append(record)
+    answered = heldout_records(run)
     row: dict[str, Any] = {"run": str(run)}
     if answered:
         first, last = answered[min(answered)], answered[max(answered)]
