@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from algorithms.samples import TrainingSample
 
 
 class AlgorithmConfigBase(BaseModel):
@@ -76,17 +79,69 @@ class GroupAdvantages:
 
 
 class Algorithm(Protocol):
-    """An advantage estimator and a loss."""
+    """What the trainer needs of an algorithm: advantages, a loss, and three things it asks
+    before it builds the update.
+
+    Attributes:
+        config: the algorithm's settings (an :class:`AlgorithmConfigBase`).
+        needs_value_head: the trainer builds a value head (:meth:`make_value_head`), runs the
+            model with hidden states and passes the head to :meth:`prepare` and the loss.
+        zero_advantage_inert: a sample whose advantage is exactly 0 adds nothing to the loss or
+            its gradient, so the trainer may leave it out of the forward and backward.
+    """
 
     config: Any
+
+    @property
+    def needs_value_head(self) -> bool: ...
+
+    @property
+    def zero_advantage_inert(self) -> bool: ...
 
     def advantages(self, rewards: torch.Tensor, groups: Sequence[int]) -> GroupAdvantages:
         """One advantage per sequence from its reward and its group id."""
         ...
 
+    def prepare(self, model: Any, samples: Sequence[TrainingSample], *,
+                value_head: torch.nn.Module | None, pad_id: int, micro_batch_size: int,
+                share_prompts: bool = True) -> list[TrainingSample]:
+        """The samples as the loss needs them, computed with the policy before the update
+        (PPO: value predictions, per-token GAE advantages and returns)."""
+        ...
+
+    def make_value_head(self, hidden_size: int) -> torch.nn.Module:
+        """A value head on hidden states of ``hidden_size`` (when ``needs_value_head``)."""
+        ...
+
     def loss(self, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """The scalar to minimise and metrics of this step."""
         ...
+
+
+class AlgorithmBase:
+    """What most algorithms share: settings of type ``config_class``, no value head, samples
+    used as they are, and zero-advantage samples inert unless a KL penalty (``beta > 0``)
+    gives them a gradient. Subclasses define ``advantages`` and ``loss``."""
+
+    config_class: ClassVar[type[AlgorithmConfigBase]] = AlgorithmConfigBase
+    needs_value_head: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.config_class()
+
+    @property
+    def zero_advantage_inert(self) -> bool:
+        """True without a KL penalty (β = 0): an advantage of 0 then gives a zero loss."""
+        return bool(self.config.beta == 0)
+
+    def prepare(self, model: Any, samples: Sequence[TrainingSample], *,
+                value_head: torch.nn.Module | None, pad_id: int, micro_batch_size: int,
+                share_prompts: bool = True) -> list[TrainingSample]:
+        """The samples unchanged: the loss needs nothing computed before the update."""
+        return list(samples)
+
+    def make_value_head(self, hidden_size: int) -> torch.nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} has no value head")
 
 
 def group_advantages(rewards: torch.Tensor, groups: Sequence[int], *, scale_by_std: bool,

@@ -17,60 +17,33 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from agents.models import LoadedModel, load_model
-from algorithms.config import ConfigError, TrainConfig, load_config
+from algorithms.config import ConfigError, TrainConfig
+from algorithms.run_folder import (
+    CONFIG_FILE,
+    EXPORT_DIR,
+    RunFolder,
+    checkpoint_iteration,
+    resolve_checkpoint,
+    run_folder_of,
+)
 
-CONFIG_FILE = "config.yaml"
-EXPORT_DIR = "model"
-_ITERATION = re.compile(r"^iter-(\d+)\.ckpt$")
-
-
-def checkpoint_iteration(path: str | os.PathLike[str]) -> int:
-    """The iteration a checkpoint file was saved at, from its name (``iter-000006.ckpt`` → 6)."""
-    match = _ITERATION.match(Path(path).name)
-    if match is None:
-        raise ValueError(f"{path} is not named like a checkpoint (iter-XXXXXX.ckpt)")
-    return int(match.group(1))
-
-
-def run_checkpoints(run: str | os.PathLike[str]) -> list[Path]:
-    """The checkpoint files of a run folder, oldest first."""
-    folder = Path(run) / "checkpoints"
-    found = [p for p in folder.glob("iter-*.ckpt") if _ITERATION.match(p.name)]
-    return sorted(found, key=checkpoint_iteration)
-
-
-def resolve_checkpoint(path: str | os.PathLike[str]) -> Path | None:
-    """The checkpoint file ``path`` names (a file, or a ``last`` pointer), or None when ``path``
-    is not a checkpoint.
-
-    Raises:
-        FileNotFoundError: a ``last`` pointer names a checkpoint that is gone.
-    """
-    candidate = Path(path)
-    if candidate.is_file() and candidate.suffix == ".ckpt":
-        return candidate
-    if candidate.is_file() and candidate.name == "last" and candidate.parent.name == "checkpoints":
-        target = candidate.parent / candidate.read_text("utf-8").strip()
-        if not target.is_file():
-            raise FileNotFoundError(f"{candidate} names {target.name}, which does not exist")
-        return target
-    return None
+__all__ = ["checkpoint_iteration", "export_policy", "load_checkpoint_policy", "load_policy",
+           "resolve_checkpoint", "run_config", "run_of"]
 
 
 def run_config(checkpoint: Path) -> TrainConfig:
     """The training config of the run a checkpoint belongs to (``<run>/config.yaml``)."""
-    file = checkpoint.parent.parent / CONFIG_FILE
-    if not file.is_file():
+    folder = RunFolder(checkpoint.parent.parent)
+    if not folder.is_run():
         raise FileNotFoundError(f"{checkpoint} has no {CONFIG_FILE} two folders up: cannot tell "
                                 "which base model it was trained from")
-    return load_config(file)
+    return folder.config()
 
 
 def run_of(name_or_path: str | os.PathLike[str]) -> TrainConfig | None:
@@ -82,25 +55,29 @@ def run_of(name_or_path: str | os.PathLike[str]) -> TrainConfig | None:
     Raises:
         ValueError: the run's config cannot be read.
     """
-    path = Path(name_or_path)
-    try:
-        checkpoint = resolve_checkpoint(path)
-    except FileNotFoundError:
-        checkpoint = None
-    if checkpoint is not None:
-        file = checkpoint.parent.parent / CONFIG_FILE
-    elif path.is_dir() and (path / CONFIG_FILE).is_file():
-        file = path / CONFIG_FILE
-    elif path.is_dir() and path.name == EXPORT_DIR and (path.parent / CONFIG_FILE).is_file():
-        file = path.parent / CONFIG_FILE
-    else:
-        return None
-    if not file.is_file():
+    folder = run_folder_of(name_or_path)
+    if folder is None:
         return None
     try:
-        return load_config(file)
+        return folder.config()
     except ConfigError as exc:
-        raise ValueError(f"the run config {file} is invalid: {exc}") from None
+        raise ValueError(f"the run config {folder.config_file} is invalid: {exc}") from None
+
+
+def _run_checkpoint(path: Path) -> Path | None:
+    """The checkpoint a path stands for: itself or its ``last`` pointer's target, a run
+    folder's newest checkpoint when it has no export; None for a run with an export or a
+    plain model."""
+    checkpoint = resolve_checkpoint(path)
+    if checkpoint is not None:
+        return checkpoint
+    folder = RunFolder(path)
+    if not (path.is_dir() and folder.is_run()) or folder.has_export():
+        return None
+    newest = folder.newest_checkpoint()
+    if newest is None:
+        raise FileNotFoundError(f"run folder {path} has neither {EXPORT_DIR}/ nor checkpoints")
+    return newest
 
 
 def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = None,
@@ -118,9 +95,9 @@ def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = N
         raise ValueError(f"{path} is not a spice-env checkpoint (no 'model' entry)")
     module = loaded.model
     if config.trainer.lora_rank:
-        from algorithms.trainer import _with_lora
+        from algorithms.lora import with_lora
 
-        module = _with_lora(module, config.trainer.lora_rank)
+        module = with_lora(module, config.trainer.lora_rank)
     missing, unexpected = module.load_state_dict(state["model"], strict=False)
     # tied output embeddings may be stored once; anything else missing is a mismatch
     if getattr(loaded.model.config, "tie_word_embeddings", False):
@@ -148,15 +125,10 @@ def load_policy(name_or_path: str | os.PathLike[str], *, dtype: Any = None, devi
     See the module docstring for what each form means.
     """
     path = Path(name_or_path)
-    checkpoint = resolve_checkpoint(path)
-    if checkpoint is None and path.is_dir() and (path / CONFIG_FILE).is_file():
-        if (path / EXPORT_DIR / "config.json").is_file():
-            return load_model(path / EXPORT_DIR, dtype=dtype, device=device,
-                              trust_remote_code=trust_remote_code)
-        found = run_checkpoints(path)
-        if not found:
-            raise FileNotFoundError(f"run folder {path} has neither {EXPORT_DIR}/ nor checkpoints")
-        checkpoint = found[-1]
+    checkpoint = _run_checkpoint(path)
+    if checkpoint is None and RunFolder(path).is_run():
+        return load_model(RunFolder(path).export_dir, dtype=dtype, device=device,
+                          trust_remote_code=trust_remote_code)
     if checkpoint is not None:
         try:
             return load_checkpoint_policy(checkpoint, dtype=dtype, device=device,
@@ -174,14 +146,9 @@ def export_policy(name_or_path: str | os.PathLike[str], work_dir: str | os.PathL
     export is used; a checkpoint is saved once under ``work_dir/<run>-iter-XXXXXX-<key>/``, the
     key changing when the checkpoint file does."""
     path = Path(name_or_path)
-    checkpoint = resolve_checkpoint(path)
-    if checkpoint is None and path.is_dir() and (path / CONFIG_FILE).is_file():
-        if (path / EXPORT_DIR / "config.json").is_file():
-            return str(path / EXPORT_DIR)
-        found = run_checkpoints(path)
-        if not found:
-            raise FileNotFoundError(f"run folder {path} has neither {EXPORT_DIR}/ nor checkpoints")
-        checkpoint = found[-1]
+    checkpoint = _run_checkpoint(path)
+    if checkpoint is None and RunFolder(path).is_run():
+        return str(RunFolder(path).export_dir)
     if checkpoint is None:
         return os.fspath(name_or_path)
     stat = checkpoint.stat()

@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 
 from algorithms.base import (
+    AlgorithmBase,
     AlgorithmConfigBase,
     GroupAdvantages,
     PolicyBatch,
@@ -34,17 +35,14 @@ class DrGRPOConfig(AlgorithmConfigBase):
                                  "token losses are divided by: the maximum generation length.")
 
 
-class DrGRPO:
+class DrGRPO(AlgorithmBase):
     """Dr. GRPO advantages and loss."""
 
-    def __init__(self, config: DrGRPOConfig | None = None) -> None:
-        self.config = config or DrGRPOConfig()
+    config_class = DrGRPOConfig
+    config: DrGRPOConfig
 
-    @property
-    def zero_advantage_inert(self) -> bool:
-        """A sequence with advantage 0 adds nothing to the loss or its gradient (so the trainer
-        skips its forward and backward): true without a KL penalty (β = 0)."""
-        return self.config.beta == 0
+    def __init__(self, config: DrGRPOConfig | None = None) -> None:
+        super().__init__(config)
 
     def advantages(self, rewards: torch.Tensor, groups: Sequence[int]) -> GroupAdvantages:
         """``r − mean(group)`` per sequence."""

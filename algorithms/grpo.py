@@ -11,6 +11,7 @@ import torch
 from pydantic import Field
 
 from algorithms.base import (
+    AlgorithmBase,
     AlgorithmConfigBase,
     GroupAdvantages,
     PolicyBatch,
@@ -28,17 +29,14 @@ class GRPOConfig(AlgorithmConfigBase):
                            "deviation before dividing.")
 
 
-class GRPO:
+class GRPO(AlgorithmBase):
     """GRPO advantages and loss."""
 
-    def __init__(self, config: GRPOConfig | None = None) -> None:
-        self.config = config or GRPOConfig()
+    config_class = GRPOConfig
+    config: GRPOConfig
 
-    @property
-    def zero_advantage_inert(self) -> bool:
-        """A sequence with advantage 0 adds nothing to the loss or its gradient (so the trainer
-        skips its forward and backward): true without a KL penalty (β = 0)."""
-        return self.config.beta == 0
+    def __init__(self, config: GRPOConfig | None = None) -> None:
+        super().__init__(config)
 
     def advantages(self, rewards: torch.Tensor, groups: Sequence[int]) -> GroupAdvantages:
         """``(r − mean(group)) / (std(group) + ε)`` per sequence."""

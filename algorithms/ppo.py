@@ -9,13 +9,15 @@ clipped policy surrogate averaged over tokens plus ``vf_coef`` times the clipped
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from algorithms.base import (
+    AlgorithmBase,
     AlgorithmConfigBase,
     GroupAdvantages,
     PolicyBatch,
@@ -24,6 +26,9 @@ from algorithms.base import (
     penalised_token_losses,
     whiten,
 )
+
+if TYPE_CHECKING:
+    from algorithms.samples import TrainingSample
 
 
 class PPOConfig(AlgorithmConfigBase):
@@ -78,11 +83,59 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
-class PPO:
-    """PPO advantages (GAE) and loss."""
+class PPO(AlgorithmBase):
+    """PPO advantages (GAE) and loss, with a value head."""
+
+    config_class = PPOConfig
+    config: PPOConfig
+    needs_value_head = True
 
     def __init__(self, config: PPOConfig | None = None) -> None:
-        self.config = config or PPOConfig()
+        super().__init__(config)
+
+    @property
+    def zero_advantage_inert(self) -> bool:
+        """False: a sample's per-token advantages and its value loss do not vanish with its
+        sequence advantage."""
+        return False
+
+    def make_value_head(self, hidden_size: int) -> torch.nn.Module:
+        """A zero-initialised :class:`ValueHead` (the same on every rank)."""
+        return ValueHead(hidden_size)
+
+    @torch.no_grad()
+    def prepare(self, model: Any, samples: Sequence[TrainingSample], *,
+                value_head: torch.nn.Module | None, pad_id: int, micro_batch_size: int,
+                share_prompts: bool = True) -> list[TrainingSample]:
+        """Samples with their old values, GAE advantages (whitened over the whole batch when
+        the configuration says so) and returns, computed before the update."""
+        from algorithms.logprobs import completion_logprobs
+
+        if value_head is None:
+            raise ValueError("PPO needs a value head to prepare its samples")
+        prepared: list[TrainingSample] = []
+        for start in range(0, len(samples), micro_batch_size):
+            chunk = samples[start:start + micro_batch_size]
+            current = completion_logprobs(model, [s.prompt_ids for s in chunk],
+                                          [s.completion_ids for s in chunk], pad_id,
+                                          with_hidden=True, share_prompts=share_prompts)
+            assert current.hidden is not None
+            values = value_head(current.hidden).float() * current.mask
+            rewards = torch.tensor([s.reward for s in chunk], device=values.device)
+            advantages, returns = gae(rewards, values, current.mask, self.config.gamma,
+                                      self.config.lam)
+            for row, sample in enumerate(chunk):
+                n = len(sample.completion_ids)
+                prepared.append(replace(sample, old_values=tuple(values[row, :n].tolist()),
+                                        token_advantages=tuple(advantages[row, :n].tolist()),
+                                        returns=tuple(returns[row, :n].tolist())))
+        if self.config.whiten_advantages:  # over the whole batch, not per micro-batch
+            lengths = [len(s.token_advantages or ()) for s in prepared]
+            flat = whiten(torch.tensor([a for s in prepared for a in (s.token_advantages or ())]))
+            pieces = flat.split(lengths)
+            prepared = [replace(s, token_advantages=tuple(piece.tolist()))
+                        for s, piece in zip(prepared, pieces, strict=True)]
+        return prepared
 
     def advantages(self, rewards: torch.Tensor, groups: Sequence[int]) -> GroupAdvantages:
         """The raw sequence rewards, with group statistics; :func:`gae` spreads them over tokens.

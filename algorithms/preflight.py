@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from algorithms.config import ConfigError, TrainConfig
-from algorithms.runlog import CHECKPOINTS_DIR, earlier_run, latest_checkpoint
+from algorithms.run_folder import RunFolder
 
 
 class PreflightError(ConfigError):
@@ -119,7 +119,7 @@ def preflight(config: TrainConfig, *, resume: bool = False, dry_run: bool = Fals
     model = check_model(config, unreachable_ok=dry_run)
     check_endpoint(config)
     accelerator, processes = _processes(config)
-    from algorithms.trainer import resolve_precision
+    from algorithms.launch import resolve_precision
 
     precision = resolve_precision(config.trainer.precision, config.trainer.accelerator)
     plan = RunPlan(config=config, accelerator=accelerator, processes=processes,
@@ -152,11 +152,12 @@ def check_output_dir(config: TrainConfig, *, resume: bool = False) -> None:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PreflightError(f"trainer.output_dir {folder} cannot be written ({existing} is not "
                              "writable); choose another trainer.output_dir")
+    run = RunFolder(folder)
     if resume:
-        if latest_checkpoint(folder) is None:
-            raise PreflightError(f"nothing to resume: {folder / CHECKPOINTS_DIR} has no "
+        if run.latest() is None:
+            raise PreflightError(f"nothing to resume: {run.checkpoints_dir} has no "
                                  "checkpoint (run without --resume to start)")
-    elif earlier_run(folder) and not config.trainer.overwrite:
+    elif run.has_history() and not config.trainer.overwrite:
         raise PreflightError(f"{folder} holds an earlier run: continue it with --resume, or set "
                              "trainer.overwrite=true to start afresh (its checkpoints, metrics "
                              "and rollouts are deleted), or choose another trainer.output_dir")

@@ -1,4 +1,5 @@
-"""What a training run leaves in its folder: metrics, rollouts, plots.
+"""What a training run logs: metrics, rollouts, evaluations, plots (the folder's layout is
+:mod:`algorithms.run_folder`'s).
 
 * ``metrics.jsonl`` — one JSON object per iteration (rank 0), the source of the plots and of a
   resumed run's history;
@@ -24,46 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
-EVALUATIONS_FILE = "evaluations.jsonl"
-PLOTS_DIR = "plots"
-CHECKPOINTS_DIR = "checkpoints"
-LAST_POINTER = "last"
-
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The checkpoint the ``last`` pointer of a run folder names, if it exists."""
-    folder = output_dir / CHECKPOINTS_DIR
-    try:
-        path = folder / (folder / LAST_POINTER).read_text("utf-8").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return path if path.exists() else None
-
-
-def earlier_run(output_dir: Path) -> bool:
-    """Whether ``output_dir`` holds a run's metrics or checkpoints."""
-    return (output_dir / METRICS_FILE).exists() or latest_checkpoint(output_dir) is not None
-
-
-PLOTTED: tuple[tuple[str, str], ...] = (
-    ("challenger/reward", "Challenger reward"),
-    ("challenger/valid_rate", "valid question rate"),
-    ("challenger/frontier_share", "share of questions with 0 < p < 1"),
-    ("challenger/pass_rate", "Reasoner pass rate on kept questions"),
-    ("reasoner/reward", "Reasoner reward"),
-    ("reasoner/boxed_rate", "Reasoner boxed-answer rate"),
-    ("train/loss", "loss"),
-    ("train/entropy", "entropy"),
-    ("train/clip_fraction", "clip fraction"),
-    ("time/iteration", "seconds per iteration"),
-)
-
-
-def rollouts_file(output_dir: Path, rank: int, world_size: int) -> Path:
-    """This rank's rollouts file."""
-    name = "rollouts.jsonl" if world_size == 1 else f"rollouts.rank{rank}.jsonl"
-    return output_dir / name
+from algorithms.metrics import PLOTTED
 
 
 def _parsed_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -21,9 +21,8 @@ from typing import Any, Literal
 
 import torch
 
-from algorithms.base import Algorithm, PolicyBatch, whiten
+from algorithms.base import Algorithm, PolicyBatch
 from algorithms.logprobs import completion_logprobs
-from algorithms.ppo import PPO, gae
 
 Role = Literal["challenger", "reasoner"]
 
@@ -39,9 +38,10 @@ class TrainingSample:
     old_logprobs: tuple[float, ...]
     reward: float
     advantage: float = 0.0
-    token_advantages: tuple[float, ...] | None = None  # PPO: GAE per completion token
-    old_values: tuple[float, ...] | None = None  # PPO: value predictions before the update
-    returns: tuple[float, ...] | None = None  # PPO: value targets
+    # filled by an algorithm's ``prepare`` hook (one with a value head): one per completion token
+    token_advantages: tuple[float, ...] | None = None  # per-token advantages
+    old_values: tuple[float, ...] | None = None  # value predictions before the update
+    returns: tuple[float, ...] | None = None  # value targets
 
 
 @dataclass
@@ -135,41 +135,10 @@ def learning_samples(samples: Sequence[TrainingSample], algorithm: Algorithm
     the forward and backward changes nothing in the step as long as the micro-batch weights
     still count it (``policy_loss``'s ``batch_total``). Other algorithms keep every sample.
     """
-    if not getattr(algorithm, "zero_advantage_inert", False):
+    if not algorithm.zero_advantage_inert:
         return list(samples), 0
     kept = [s for s in samples if s.advantage != 0.0 or s.token_advantages is not None]
     return kept, len(samples) - len(kept)
-
-
-@torch.no_grad()
-def prepare_ppo(model: Any, value_head: torch.nn.Module, samples: Sequence[TrainingSample],
-                algorithm: PPO, *, pad_id: int, micro_batch_size: int,
-                share_prompts: bool = True) -> list[TrainingSample]:
-    """Samples with PPO's old values, GAE advantages (whitened over the whole batch when the
-    configuration says so) and returns, computed before the update."""
-    prepared: list[TrainingSample] = []
-    for start in range(0, len(samples), micro_batch_size):
-        chunk = samples[start:start + micro_batch_size]
-        current = completion_logprobs(model, [s.prompt_ids for s in chunk],
-                                      [s.completion_ids for s in chunk], pad_id,
-                                      with_hidden=True, share_prompts=share_prompts)
-        assert current.hidden is not None
-        values = value_head(current.hidden).float() * current.mask
-        rewards = torch.tensor([s.reward for s in chunk], device=values.device)
-        advantages, returns = gae(rewards, values, current.mask, algorithm.config.gamma,
-                                  algorithm.config.lam)
-        for row, sample in enumerate(chunk):
-            n = len(sample.completion_ids)
-            prepared.append(replace(sample, old_values=tuple(values[row, :n].tolist()),
-                                    token_advantages=tuple(advantages[row, :n].tolist()),
-                                    returns=tuple(returns[row, :n].tolist())))
-    if algorithm.config.whiten_advantages:  # over the whole batch, not per micro-batch
-        lengths = [len(s.token_advantages or ()) for s in prepared]
-        flat = whiten(torch.tensor([a for s in prepared for a in (s.token_advantages or ())]))
-        pieces = flat.split(lengths)
-        prepared = [replace(s, token_advantages=tuple(piece.tolist()))
-                    for s, piece in zip(prepared, pieces, strict=True)]
-    return prepared
 
 
 def _padded(rows: Sequence[Sequence[float]], like: torch.Tensor) -> torch.Tensor:
@@ -195,7 +164,8 @@ def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algori
     metrics (clip fraction, ratio, entropy, KL, …).
 
     Args:
-        value_head: PPO's value head; PPO also needs samples from :func:`prepare_ppo`.
+        value_head: the value head of an algorithm that ``needs_value_head``, whose samples
+            come from its ``prepare`` hook.
         reference: a frozen model whose log-probabilities feed the KL penalty (``beta > 0``).
         chunk_context: ``chunk_context(index, count)`` wraps each micro-batch's forward and
             backward (the trainer skips gradient synchronisation on all but the last).
@@ -208,9 +178,10 @@ def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algori
         raise ValueError(f"beta={algorithm.config.beta} needs a reference model")
     total = batch_total if batch_total is not None else len(samples)
     count = -(-len(samples) // micro_batch_size)
-    is_ppo = isinstance(algorithm, PPO)
-    if is_ppo and (value_head is None or any(s.token_advantages is None for s in samples)):
-        raise ValueError("PPO needs a value_head and samples prepared by prepare_ppo")
+    valued = algorithm.needs_value_head
+    if valued and (value_head is None or any(s.token_advantages is None for s in samples)):
+        raise ValueError(f"{type(algorithm).__name__} needs a value_head and samples prepared "
+                         "by its prepare hook")
     totals: dict[str, float] = {}
     tokens = 0.0
     loss_sum = 0.0
@@ -219,7 +190,7 @@ def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algori
         with chunk_context(index, count) if chunk_context is not None else nullcontext():
             current = completion_logprobs(model, [s.prompt_ids for s in chunk],
                                           [s.completion_ids for s in chunk], pad_id,
-                                          with_hidden=is_ppo, share_prompts=share_prompts)
+                                          with_hidden=valued, share_prompts=share_prompts)
             like = current.logprobs.detach()
             old = _padded([s.old_logprobs for s in chunk], like)
             batch = PolicyBatch(logprobs=current.logprobs, old_logprobs=old, mask=current.mask,
@@ -231,7 +202,7 @@ def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algori
                         reference, [s.prompt_ids for s in chunk],
                         [s.completion_ids for s in chunk], pad_id,
                         share_prompts=share_prompts).logprobs.to(like.device)
-            if is_ppo:
+            if valued:
                 assert value_head is not None and current.hidden is not None
                 batch.advantages = _padded([s.token_advantages or () for s in chunk], like)
                 batch.values = value_head(current.hidden).float() * current.mask

@@ -32,8 +32,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import Generation
-from algorithms.checkpoints import CONFIG_FILE, checkpoint_iteration, run_checkpoints
-from algorithms.config import TrainConfig, load_config
+from algorithms.config import TrainConfig
+from algorithms.run_folder import RunFolder, checkpoint_iteration
 from spice_env.corpus import Document, load_corpus
 from spice_env.game import GameConfig, SpiceGame
 from spice_env.prompting import TaskFormat
@@ -72,12 +72,10 @@ class ProbePoint:
 
 def probe_points(run: str | Path) -> tuple[TrainConfig, list[ProbePoint]]:
     """The run's config and its probe points (base model first, then checkpoints by iteration)."""
-    folder = Path(run)
-    if not (folder / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{folder} is not a run folder (no {CONFIG_FILE})")
-    config = load_config(folder / CONFIG_FILE)
+    folder = RunFolder(run)
+    config = folder.config()
     points = [ProbePoint(0, config.model.name)]
-    points += [ProbePoint(checkpoint_iteration(p), str(p)) for p in run_checkpoints(folder)]
+    points += [ProbePoint(checkpoint_iteration(p), str(p)) for p in folder.checkpoints()]
     return config, points
 
 

@@ -38,12 +38,13 @@ from typing import Any
 from agents.backends.hf import HFBackend
 from agents.models import LoadedModel, load_model
 from agents.self_play import SelfPlayAgent
-from algorithms.checkpoints import checkpoint_iteration, load_policy, resolve_checkpoint, run_of
+from algorithms.checkpoints import load_policy, run_of
 from algorithms.config import TrainConfig
 from algorithms.evaluation import HELDOUT, EvalQuestion, answer_questions, gold_answer_type
 from algorithms.evaluation import summarise as summarise_records
-from algorithms.runlog import EVALUATIONS_FILE, METRICS_FILE, read_jsonl
-from algorithms.trainer import compute_dtype, resolve_precision
+from algorithms.launch import compute_dtype, resolve_precision
+from algorithms.run_folder import EVALUATIONS_FILE, RunFolder, checkpoint_iteration
+from algorithms.runlog import read_jsonl
 from benchmarks.evaluation import EvalSettings, agent_generate, evaluate, suite_benchmarks
 from benchmarks.perf.common import machine, package_versions
 from spice_env.game import SpiceGame
@@ -86,7 +87,7 @@ def _summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def heldout_records(run: Path) -> dict[int, list[dict[str, Any]]]:
     """The run's held-out answers by iteration."""
     out: dict[int, list[dict[str, Any]]] = {}
-    for record in read_jsonl(run / EVALUATIONS_FILE):
+    for record in read_jsonl(RunFolder(run).evaluations_file):
         if record.get("set") == HELDOUT:
             out.setdefault(int(record["iteration"]), []).append(record)
     return out
@@ -141,7 +142,7 @@ def learning_report(run: Path, *, control: Path | None = None, benchmarks: str |
     if not answered:
         raise ValueError(f"{run} has no held-out evaluation ({EVALUATIONS_FILE}); train with "
                          "evaluation.heldout set")
-    checkpoint = resolve_checkpoint(run / "checkpoints" / "last")
+    checkpoint = RunFolder(run).latest()
     if checkpoint is None:
         raise ValueError(f"{run} has no checkpoints/last pointer to a checkpoint")
     first, last = min(answered), checkpoint_iteration(checkpoint)
@@ -154,7 +155,7 @@ def learning_report(run: Path, *, control: Path | None = None, benchmarks: str |
     section = config.evaluation
     limit_tokens = section.max_new_tokens or config.reasoner.max_new_tokens
     dtype = compute_dtype(resolve_precision(config.trainer.precision, "cpu"))
-    history = read_jsonl(run / METRICS_FILE)
+    history = read_jsonl(RunFolder(run).metrics_file)
     report: dict[str, Any] = {
         "benchmark": "learning", "run": str(run), "base_model": config.model.name,
         "heldout": {"before": _summary(before_loop)["accuracy"],
@@ -177,7 +178,7 @@ def learning_report(run: Path, *, control: Path | None = None, benchmarks: str |
         "after": lambda: load_policy(checkpoint, dtype=dtype),
     }
     if control is not None:
-        policies["control"] = lambda: load_policy(control / "checkpoints" / "last",
+        policies["control"] = lambda: load_policy(RunFolder(control).last_pointer,
                                                   dtype=dtype)
     heldout_paths: dict[str, list[dict[str, Any]]] = {}
     bench: dict[str, dict[str, Any]] = {}

@@ -36,7 +36,8 @@ from algorithms.checkpoints import (
     resolve_checkpoint,
     run_of,
 )
-from algorithms.trainer import compute_dtype, resolve_precision
+from algorithms.launch import compute_dtype, resolve_precision
+from algorithms.run_folder import RunFolder
 from benchmarks.evaluation import EvalSettings, agent_generate, evaluate, suite_benchmarks
 from benchmarks.perf.common import machine, package_versions
 
@@ -61,7 +62,7 @@ def neutral_check(run: Path, *, suite: str = "gsm8k", limit: int = 24, max_new_t
                             template=config.model.template,
                             dtype=str(dtype).removeprefix("torch."), from_run=True)
     specs = suite_benchmarks(suite)
-    last = run / "checkpoints" / "last"
+    last = RunFolder(run).last_pointer
     checkpoint = resolve_checkpoint(last)
     if checkpoint is None:
         raise ValueError(f"{run} has no checkpoints/last pointer to a checkpoint")
@@ -71,8 +72,8 @@ def neutral_check(run: Path, *, suite: str = "gsm8k", limit: int = 24, max_new_t
         "checkpoints/last": lambda: load_policy(last, dtype=dtype),
         "run folder": lambda: load_policy(run, dtype=dtype),
     }
-    if (run / "model" / "config.json").is_file():
-        paths["exported model/"] = lambda: load_policy(run / "model", dtype=dtype)
+    if RunFolder(run).has_export():
+        paths["exported model/"] = lambda: load_policy(RunFolder(run).export_dir, dtype=dtype)
     if control:
         paths["control: module-wide cast"] = lambda: _module_wide_cast(checkpoint, dtype)
     answers: dict[str, list[str]] = {}

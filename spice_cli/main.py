@@ -173,12 +173,12 @@ def _scripted_player(args: argparse.Namespace) -> Any:
 def _check_model_argument(model: str, option: str) -> None:
     """A model argument that names a local path must be a model folder (or a run, for eval)."""
     from agents.models import SHIPPED_MODELS, looks_like_path
+    from algorithms.run_folder import is_checkpoint_reference
 
     path = Path(model).expanduser()
     if model in SHIPPED_MODELS:
         return
-    if path.is_file() and path.suffix != ".ckpt" and not (
-            path.name == "last" and path.parent.name == "checkpoints"):
+    if path.is_file() and not is_checkpoint_reference(path):
         raise UsageError(f"{option} {model} is a file; give a transformers model folder, a "
                          "run folder, a checkpoint (.ckpt or checkpoints/last), a shipped name "
                          f"({', '.join(SHIPPED_MODELS)}) or a hub id")
@@ -411,7 +411,7 @@ def _run_defaults(args: argparse.Namespace) -> None:
     if args.template is None:
         args.template = run.model.template if run is not None else "auto"
     if args.dtype == "auto" and run is not None and args.backend == "hf":
-        from algorithms.trainer import compute_dtype, resolve_precision
+        from algorithms.launch import compute_dtype, resolve_precision
 
         accelerator = "cuda" if str(args.device).startswith("cuda") else "cpu"
         precision = resolve_precision(run.trainer.precision, accelerator)

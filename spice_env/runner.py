@@ -174,7 +174,9 @@ class SpiceRunner:
     """Plays B documents × N Challenger attempts and their Reasoner answers per call.
 
     Args:
-        corpus: a spec or a :class:`~spice_env.corpus.Corpus`.
+        corpus: a spec or a loaded :class:`~spice_env.corpus.Corpus`.
+        game: the episodes' settings (``group_size`` is G); or give its fields as keyword
+            arguments (``**settings``), not both.
         batch_size: B, documents per iteration.
         attempts: N, Challenger samples per document (at least G).
         seed: seeds the document stream and the sub-sampling.
@@ -183,14 +185,18 @@ class SpiceRunner:
         rank: this process's rank; only its shard of the corpus is sampled.
         world_size: the number of ranks the corpus is sharded over.
         verifier: shared verifier; one is created when omitted.
-        **settings: :class:`~spice_env.game.GameConfig` fields (``group_size`` is G).
+        **settings: :class:`~spice_env.game.GameConfig` fields, when ``game`` is not given.
     """
 
-    def __init__(self, corpus: CorpusSpec | Corpus = "embedded", *, batch_size: int = 8,
-                 attempts: int = 8, seed: int = 0, max_tokens: int = DEFAULT_MAX_TOKENS,
+    def __init__(self, corpus: CorpusSpec | Corpus = "embedded", *,
+                 game: GameConfig | None = None, batch_size: int = 8, attempts: int = 8,
+                 seed: int = 0, max_tokens: int = DEFAULT_MAX_TOKENS,
                  tokenizer: Any | None = None, rank: int = 0, world_size: int = 1,
                  verifier: Verifier | None = None, **settings: Any) -> None:
-        self.config = GameConfig(**settings)
+        if game is not None and settings:
+            raise TypeError(f"give the game's settings either as game= or as keyword "
+                            f"arguments, not both (got {', '.join(sorted(settings))})")
+        self.config = game if game is not None else GameConfig(**settings)
         if batch_size < 1:
             raise ValueError(f"batch_size (B) must be >= 1, got {batch_size}")
         if attempts < self.config.group_size:

@@ -70,8 +70,9 @@ def training_step(args: argparse.Namespace) -> dict[str, Any]:
 
     from agents.models import load_model
     from algorithms.drgrpo import DrGRPO, DrGRPOConfig
+    from algorithms.launch import resolve_precision
+    from algorithms.learner import make_adamw
     from algorithms.samples import TrainingSample, policy_loss
-    from algorithms.trainer import make_adamw, resolve_precision
 
     precision = resolve_precision(args.precision, "cpu")
     fabric = Fabric(accelerator="cpu", devices=1, precision=precision)  # type: ignore[arg-type]

@@ -92,8 +92,9 @@ def _task(answer: str) -> Any:
 def run_spice(args: argparse.Namespace) -> dict[str, Any]:
     """Our trainer on the workload: generate, verify, Dr. GRPO step, sync; timed per step."""
     from algorithms.config import build_config
+    from algorithms.launch import make_fabric
     from algorithms.samples import TrainingSample, assign_advantages
-    from algorithms.trainer import SpiceTrainer, make_fabric
+    from algorithms.trainer import SpiceTrainer
     from spice_env.game import observation
     from spice_env.prompting import RenderedPrompt
     from spice_env.verify import Verifier
@@ -112,7 +113,7 @@ def run_spice(args: argparse.Namespace) -> dict[str, Any]:
                         "loggers": [], "progress": False, "seed": args.seed},
         })
         trainer = SpiceTrainer(config, make_fabric(config))
-        trainer.setup()
+        engine = trainer.setup().engine
         steps: list[dict[str, float]] = []
         with Verifier() as verifier:
             for step in range(args.steps):
@@ -121,8 +122,8 @@ def run_spice(args: argparse.Namespace) -> dict[str, Any]:
                                 for m, _ in chunk]
                 began = time.perf_counter()
                 trainer.model.eval()
-                with trainer._generation_context(trainer.agent):
-                    generated = trainer.agent.generate(observations, args.generations)
+                with engine.generation_context(engine.agent):
+                    generated = engine.agent.generate(observations, args.generations)
                 generated_at = time.perf_counter()
                 samples = []
                 for group, ((_, answer), row) in enumerate(zip(chunk, generated, strict=True)):

@@ -19,7 +19,6 @@ from algorithms.samples import (
     collect_samples,
     learning_samples,
     policy_loss,
-    prepare_ppo,
 )
 from spice_env.runner import SpiceRunner
 from spice_env.verify import Verifier
@@ -127,9 +126,9 @@ def test_ppo_trains_the_policy_and_the_value_head(tiny: tuple[object, object]) -
     samples = [sample("reasoner", 0, r, c) for r, c in [(1.0, (5, 6, 7)), (0.0, (8, 9))]]
     samples, _ = assign_advantages(samples, ppo)
     pad = tokenizer.pad_token_id  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="prepare_ppo"):
+    with pytest.raises(ValueError, match="prepare hook"):
         policy_loss(model, samples, ppo, pad_id=pad, micro_batch_size=2, value_head=head)
-    prepared = prepare_ppo(model, head, samples, ppo, pad_id=pad, micro_batch_size=1)
+    prepared = ppo.prepare(model, samples, value_head=head, pad_id=pad, micro_batch_size=1)
     assert [len(s.token_advantages or ()) for s in prepared] == [3, 2]
     assert prepared[0].old_values == pytest.approx((0.3, 0.3, 0.3))
     assert prepared[1].returns is not None and prepared[1].returns[-1] == pytest.approx(0.0)

@@ -340,8 +340,9 @@ def test_every_shipped_config_validates(path: Path) -> None:
 
 def test_skipping_zero_advantage_samples_leaves_the_step_unchanged(tiny_folder: Path,
                                                                     tmp_path: Path) -> None:
+    from algorithms.launch import make_fabric
     from algorithms.samples import TrainingSample, assign_advantages
-    from algorithms.trainer import SpiceTrainer, make_fabric
+    from algorithms.trainer import SpiceTrainer
 
     def sample(group: int, reward: float, completion: tuple[int, ...]) -> TrainingSample:
         return TrainingSample(role="reasoner", group=group, prompt_ids=(5, 6, 7, 8 + group),

@@ -16,9 +16,9 @@ from algorithms.checkpoints import (
     export_policy,
     load_policy,
     resolve_checkpoint,
-    run_checkpoints,
 )
 from algorithms.config import TrainConfig, build_config
+from algorithms.run_folder import RunFolder
 from algorithms.trainer import train
 from benchmarks.coevolution import (
     ProbePoint,
@@ -59,7 +59,7 @@ def parameters(model: Any) -> dict[str, torch.Tensor]:
 
 
 def test_checkpoints_load_as_policies(tiny_run: Path, tmp_path: Path) -> None:
-    found = run_checkpoints(tiny_run)
+    found = RunFolder(tiny_run).checkpoints()
     assert [checkpoint_iteration(p) for p in found] == [1, 2]
     last = tiny_run / "checkpoints" / "last"
     assert resolve_checkpoint(last) == found[-1] and resolve_checkpoint(tiny_run) is None

@@ -1,0 +1,181 @@
+"""The optimisation side of a run: the trained module, its optimiser and one update step.
+
+:class:`Learner` wraps the policy (and, for algorithms that need them, a value head and a frozen
+reference) in Fabric, builds AdamW and the warm-up schedule, and turns samples that carry their
+advantages into one optimiser step: the algorithm's ``prepare`` hook, the loss in micro-batches
+with gradient accumulation (gradients synchronised across ranks on the last micro-batch only),
+clipping, the step.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
+from typing import Any
+
+import torch
+
+from agents.models import cast_parameters
+from algorithms.base import Algorithm
+from algorithms.config import TrainConfig
+from algorithms.launch import compute_dtype, gather
+from algorithms.samples import TrainingSample, learning_samples, policy_loss
+
+
+def make_adamw(parameters: list[torch.nn.Parameter], *, fused: bool = True, **options: Any
+               ) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where every parameter's device and dtype support it (one
+    pass over each tensor instead of several) and ``fused`` allows it, the multi-tensor one
+    otherwise. (float16 training needs the unfused one: Fabric unscales its gradients before
+    clipping.)"""
+    fusable = fused and all(p.device.type in ("cpu", "cuda") and p.dtype in (
+        torch.float32, torch.bfloat16, torch.float16) for p in parameters)
+    if fusable:
+        try:
+            return torch.optim.AdamW(parameters, fused=True, **options)
+        except (RuntimeError, ValueError):
+            pass
+    return torch.optim.AdamW(parameters, **options)
+
+
+class Learner:
+    """The trained module, the optimiser and the update step of one rank.
+
+    Args:
+        config: the run.
+        fabric: the run's Fabric.
+        module: the policy (a transformers causal LM, LoRA-wrapped or not), not yet set up.
+        algorithm: the loss and its hooks.
+        precision: the resolved precision.
+        pad_id: the tokenizer's padding id.
+    """
+
+    def __init__(self, config: TrainConfig, fabric: Any, module: Any, algorithm: Algorithm, *,
+                 precision: str, pad_id: int) -> None:
+        self.config, self.fabric, self.algorithm = config, fabric, algorithm
+        self.pad_id = pad_id
+        self.reference = None
+        if algorithm.config.beta > 0:
+            self.reference = cast_parameters(copy.deepcopy(module), compute_dtype(precision),
+                                             fabric.device).eval().requires_grad_(False)
+        hidden_size = module.config.hidden_size
+        self.model = fabric.setup_module(module)
+        self.value_head = None
+        if algorithm.needs_value_head:  # zero-initialised: the same on every rank
+            self.value_head = fabric.setup_module(algorithm.make_value_head(hidden_size))
+        parameters = [p for p in self.model.parameters() if p.requires_grad]
+        if self.value_head is not None:
+            parameters += list(self.value_head.parameters())
+        opt = config.optimizer
+        optimizer = make_adamw(parameters, fused=precision != "16-mixed", lr=opt.lr,
+                               betas=opt.betas, weight_decay=opt.weight_decay)
+        self.optimizer = fabric.setup_optimizers(optimizer)
+        warmup = opt.warmup_iterations
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)) if warmup else 1.0)
+
+    def stateful(self) -> dict[str, Any]:
+        """What a checkpoint saves of the learner, by name."""
+        state: dict[str, Any] = {"model": self.model, "optimizer": self.optimizer,
+                                 "scheduler": self.scheduler}
+        if self.value_head is not None:
+            state["value_head"] = self.value_head
+        return state
+
+    def learning_samples(self, samples: list[TrainingSample]
+                         ) -> tuple[list[TrainingSample], int]:
+        """The samples the update runs through the model, and how many it leaves out."""
+        if not self.config.trainer.skip_inert_samples:
+            return samples, 0
+        return learning_samples(samples, self.algorithm)
+
+    def update(self, samples: list[TrainingSample]) -> dict[str, float]:
+        """One optimiser step on samples that carry their advantages (every rank calls it).
+
+        Samples that cannot contribute to the gradient (see
+        :meth:`learning_samples`) are not run through the model; they still count in the
+        batch size the loss is divided by, so the step is the same. ``skipped_samples`` says
+        how many were left out."""
+        learning, skipped = self.learning_samples(samples)
+        metrics = self._update(learning, sum(gather(self.fabric, len(samples))))
+        metrics["skipped_samples"] = float(skipped)
+        return metrics
+
+    def _update(self, samples: list[TrainingSample], batch_total: int) -> dict[str, float]:
+        """Micro-batched loss and backward, clipping and one optimiser step."""
+        fabric = self.fabric
+        self.optimizer.zero_grad(set_to_none=True)
+        if batch_total == 0:  # no rank has anything to learn from: no step
+            return {}
+        self.model.train()
+        if samples:
+            with fabric.autocast():
+                samples = self.algorithm.prepare(
+                    self.model.module, samples,
+                    value_head=self.value_head.module if self.value_head is not None else None,
+                    pad_id=self.pad_id, micro_batch_size=self.config.trainer.micro_batch_size,
+                    share_prompts=self.config.trainer.share_prompts)
+        modules = [m for m in (self.model, self.value_head) if m is not None]
+
+        def chunk_context(index: int, count: int) -> AbstractContextManager[Any]:
+            stack = ExitStack()
+            for module in modules:  # synchronise gradients on the last micro-batch only
+                stack.enter_context(fabric.no_backward_sync(module, enabled=index < count - 1))
+            return stack
+
+        if samples:
+            # one autocast region around all micro-batches: the bf16 casts of the weights are
+            # made once per step instead of once per micro-batch
+            with fabric.autocast():
+                metrics = self._loss(samples, batch_total, chunk_context)
+        else:  # take part in the gradient all-reduce with a zero contribution
+            metrics = {}
+            self._zero_backward()
+        return self._step(metrics)
+
+    def _loss(self, samples: list[TrainingSample], batch_total: int,
+              chunk_context: Callable[[int, int], AbstractContextManager[Any]]
+              ) -> dict[str, float]:
+        fabric, world = self.fabric, self.fabric.world_size
+        # the module behind Fabric's wrapper (DDP's, when there is one, so gradients still
+        # synchronise): the caller's autocast region applies, and the vocabulary-sized logits
+        # stay in bf16 instead of being copied to float32 by Fabric's output conversion
+        forward = getattr(self.model, "_forward_module", self.model)
+        return policy_loss(forward, samples, self.algorithm, pad_id=self.pad_id,
+                           micro_batch_size=self.config.trainer.micro_batch_size,
+                           backward=lambda loss: fabric.backward(loss * world),
+                           value_head=self.value_head, reference=self.reference,
+                           batch_total=batch_total, chunk_context=chunk_context,
+                           share_prompts=self.config.trainer.share_prompts)
+
+    def _step(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Clip, step the optimiser and the schedule, free the gradients."""
+        cfg, fabric = self.config, self.fabric
+        if cfg.optimizer.grad_clip is not None:  # over all the optimiser's parameters
+            norm = fabric.clip_gradients(self.model, self.optimizer,
+                                         max_norm=cfg.optimizer.grad_clip,
+                                         error_if_nonfinite=False)
+            if norm is not None:
+                metrics["grad_norm"] = float(norm)
+        metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)  # no gradient memory while generating
+        self.model.eval()
+        return metrics
+
+    def _zero_backward(self) -> None:
+        from algorithms.logprobs import completion_logprobs
+
+        found = completion_logprobs(self.model, [[self.pad_id]], [[self.pad_id]], self.pad_id,
+                                    with_hidden=self.value_head is not None)
+        loss = found.logprobs.sum() * 0.0
+        if self.value_head is not None and found.hidden is not None:
+            loss = loss + self.value_head(found.hidden).sum() * 0.0
+        self.fabric.backward(loss)
+
+    def parameter_checksum(self) -> float:
+        """The sum of all trained parameters (float64), to compare ranks."""
+        with torch.no_grad():
+            return float(sum(p.detach().double().sum() for p in self.model.parameters()))

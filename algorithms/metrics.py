@@ -1,0 +1,285 @@
+"""What a run measures: the metric names, the phase timer, and one iteration's numbers over all
+ranks.
+
+:data:`METRICS` is the one list of metric names a run logs, with what each means; the progress
+line (:data:`PROGRESS`), the curves (:data:`PLOTTED`), the CLI's closing line (:data:`SUMMARY`)
+and the documentation's table read it. Keys with ``<...>`` stand for a family (one key per
+reason, per set, per role).
+
+:func:`local_metrics` packs what one rank saw in an iteration (small enough to gather);
+:func:`merge_iteration` turns the gathered parts into the iteration's metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from spice_env.runner import ChallengerAttempt, DocumentRollout, IterationRollout, ReasonerAnswer
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric (or family of metrics) a run logs.
+
+    Attributes:
+        key: the name, ``<...>`` for a part that varies (``eval/<set>/accuracy``).
+        meaning: what it measures.
+        title: the title of its panel in ``plots/curves.png`` (not plotted when empty).
+        label: its label in the progress line (not shown when empty).
+        summary: shown in the line ``spice train`` ends with.
+    """
+
+    key: str
+    meaning: str
+    title: str = ""
+    label: str = ""
+    summary: bool = False
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` is this metric or a member of its family."""
+        pattern = re.sub(r"<[^>]+>", "[^/]+", re.escape(self.key))
+        return re.fullmatch(pattern, name) is not None
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("challenger/valid_rate", "share of the B × N Challenger outputs that parsed into a "
+           "valid task", title="valid question rate", label="valid", summary=True),
+    Metric("challenger/frontier_share", "share of valid questions with 0 < pass rate < 1: "
+           "those that teach", title="share of questions with 0 < p < 1", label="0<p<1",
+           summary=True),
+    Metric("challenger/reward", "mean Challenger reward over kept attempts",
+           title="Challenger reward", label="R_c", summary=True),
+    Metric("challenger/pass_rate", "mean Reasoner pass rate on kept valid questions",
+           title="Reasoner pass rate on kept questions"),
+    Metric("challenger/kept_valid_rate", "share of the G kept attempts that are valid"),
+    Metric("challenger/invalid/<reason>", "share of outputs rejected for each reason "
+           "(`no_json`, `type_mismatch`, …)"),
+    Metric("reasoner/reward", "mean Reasoner reward over the Reasoner groups",
+           title="Reasoner reward", label="R_r", summary=True),
+    Metric("reasoner/boxed_rate", "share of Reasoner answers with a `\\boxed{}` answer",
+           title="Reasoner boxed-answer rate", summary=True),
+    Metric("verifier/<outcome>", "share of Reasoner answers per verifier outcome "
+           "(`correct`, `wrong`, `no_answer`, …)"),
+    Metric("pass_rate_hist/<k>of<G>", "share of valid questions answered right k times out "
+           "of G"),
+    Metric("documents_with_reasoner_group", "documents that gave the Reasoner a group"),
+    Metric("<role>/groups", "groups of the role in the update"),
+    Metric("<role>/zero_variance_fraction", "share of the role's groups whose rewards are all "
+           "equal"),
+    Metric("<role>/dropped_samples", "samples of zero-variance groups left out "
+           "(`algorithm.skip_zero_variance`)"),
+    Metric("<role>/completion_tokens", "mean generated length of the role's samples"),
+    Metric("<role>/truncated_rate", "share of the role's samples cut at `max_new_tokens`"),
+    Metric("train/loss", "the summed loss of the update", title="loss"),
+    Metric("train/entropy", "mean token entropy of the trained completions", title="entropy"),
+    Metric("train/clip_fraction", "share of tokens whose ratio was clipped",
+           title="clip fraction"),
+    Metric("train/ratio_mean", "mean policy ratio over trained tokens"),
+    Metric("train/<loss term>", "the algorithm's own terms: `kl` with a KL penalty, "
+           "`policy_loss` and `value_loss` for PPO"),
+    Metric("train/grad_norm", "gradient norm before clipping"),
+    Metric("train/lr", "the learning rate of the step"),
+    Metric("train/completion_tokens", "completion tokens run through the update"),
+    Metric("train/skipped_samples", "samples left out of the forward and backward because "
+           "they cannot change the gradient"),
+    Metric("untrainable_samples", "samples without token ids (a remote server's), not "
+           "trained on"),
+    Metric("time/iteration", "seconds of the iteration (slowest rank)",
+           title="seconds per iteration", label="s/it", summary=True),
+    Metric("time/<phase>", "seconds per phase, slowest rank: `generate`, `verify`, `train`, "
+           "`sync`, and `eval` when the policy was evaluated"),
+    Metric("throughput/generated_tokens_per_s", "tokens generated per second of generation"),
+    Metric("throughput/trained_tokens_per_s", "prompt and completion tokens trained per "
+           "second of update"),
+    Metric("eval/<set>/accuracy", "in-loop evaluation: greedy accuracy on the set"),
+    Metric("eval/<set>/stderr", "its standard error"),
+    Metric("eval/<set>/boxed_rate", "share of answers with a `\\boxed{}`"),
+    Metric("eval/<set>/accuracy_given_boxed", "share of the boxed answers that are right"),
+    Metric("eval/<set>/truncated_rate", "share of answers cut at the limit"),
+    Metric("eval/<set>/mean_tokens", "mean answer length"),
+    Metric("eval/<set>/items", "questions evaluated"),
+)
+"""Every metric a training run logs, in the order the progress line and the curves show them."""
+
+PLOTTED: tuple[tuple[str, str], ...] = tuple((m.key, m.title) for m in METRICS if m.title)
+"""``(key, panel title)`` of the training curves (the evaluation sets get panels of their own)."""
+
+PROGRESS: tuple[tuple[str, str], ...] = tuple((m.label, m.key) for m in METRICS if m.label)
+"""``(label, key)`` of the numbers in the progress line."""
+
+SUMMARY: tuple[str, ...] = tuple(m.key for m in METRICS if m.summary)
+"""The keys of the line ``spice train`` ends with."""
+
+
+def describe(name: str) -> Metric | None:
+    """The schema entry of a logged metric name, if there is one."""
+    exact = [m for m in METRICS if m.key == name]
+    if exact:
+        return exact[0]
+    return next((m for m in METRICS if m.matches(name)), None)
+
+
+class Timer:
+    """Seconds per phase of one iteration."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the time spent in the block to ``name``."""
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - begin
+
+    def totals(self) -> dict[str, float]:
+        """The phases, ``verify`` as the rollout's time outside generation, and the whole."""
+        out: dict[str, float] = dict(self.seconds)
+        out["verify"] = max(0.0, out.get("rollout", 0.0) - out.get("generate", 0.0))
+        out["iteration"] = time.perf_counter() - self.start
+        out.pop("rollout", None)
+        return out
+
+
+def light(rollout: IterationRollout) -> IterationRollout:
+    """The rollout with samples reduced to their text (small enough to gather across ranks)."""
+    documents = []
+    for document in rollout.documents:
+        attempts = [replace(a, sample=a.text, answers=[ReasonerAnswer(r.text, r.verdict, r.reward)
+                                                       for r in a.answers])
+                    for a in document.attempts]
+        documents.append(DocumentRollout(document.document, document.task_format, {},
+                                         attempts, document.reasoner_choice, None))
+    return IterationRollout(documents)
+
+
+def merge_iteration(parts: Sequence[Mapping[str, Any]], group_size: int) -> dict[str, float]:
+    """One iteration's metrics from every rank's part (see the module docstring)."""
+    rollout = IterationRollout([d for p in parts for d in p["rollout"].documents])
+    out = rollout.metrics()
+    out.update(_pass_rate_histogram(rollout, group_size))
+    for role in ("challenger", "reasoner"):
+        out.update(_role_metrics(parts, role))
+    out.update(_train_metrics(parts))
+    out.update(_time_metrics(parts))
+    return out
+
+
+def _pass_rate_histogram(rollout: IterationRollout, group_size: int) -> dict[str, float]:
+    """Share of scored questions with k of G answers right, for every k."""
+    scored: list[ChallengerAttempt] = [a for d in rollout.documents for a in d.kept
+                                       if a.pass_rate is not None]
+    return {f"pass_rate_hist/{k}of{group_size}": (
+        sum(round((a.pass_rate or 0.0) * group_size) == k for a in scored) / len(scored)
+        if scored else float("nan")) for k in range(group_size + 1)}
+
+
+def _role_metrics(parts: Sequence[Mapping[str, Any]], role: str) -> dict[str, float]:
+    groups, flat, dropped = (sum(column) for column in
+                             zip(*(p["zero"].get(role, (0, 0, 0)) for p in parts), strict=True))
+    samples = sum(p["generated"].get(f"{role}_samples", 0) for p in parts)
+    tokens = sum(p["generated"].get(role, 0) for p in parts)
+    truncated = sum(p["generated"].get(f"{role}_truncated", 0) for p in parts)
+    return {f"{role}/groups": float(groups),
+            f"{role}/zero_variance_fraction": flat / groups if groups else float("nan"),
+            f"{role}/dropped_samples": float(dropped),
+            f"{role}/completion_tokens": tokens / samples if samples else float("nan"),
+            f"{role}/truncated_rate": truncated / samples if samples else float("nan")}
+
+
+def _train_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    trained = [p["train"] for p in parts if p["train"].get("tokens")]
+    tokens = sum(t["tokens"] for t in trained)
+    keys = {k for t in trained for k in t} - {"tokens", "loss", "grad_norm", "lr",
+                                               "skipped_samples"}
+    for key in ("entropy", "clip_fraction", "ratio_mean"):  # present even when nothing ran
+        out[f"train/{key}"] = float("nan")
+    for key in sorted(keys):
+        out[f"train/{key}"] = sum(t.get(key, 0.0) * t["tokens"] for t in trained) / tokens
+    skipped = sum(p["train"].get("skipped_samples", 0.0) for p in parts)
+    # nothing run because every sample had advantage 0: the loss is exactly 0
+    out["train/loss"] = (sum(p["train"].get("loss", 0.0) for p in parts) if trained
+                         else 0.0 if skipped else float("nan"))
+    norms = [p["train"]["grad_norm"] for p in parts if "grad_norm" in p["train"]]
+    out["train/grad_norm"] = norms[0] if norms else float("nan")
+    out["train/completion_tokens"] = float(tokens)
+    out["train/skipped_samples"] = float(skipped)
+    rates = [p["train"]["lr"] for p in parts if "lr" in p["train"]]
+    out["train/lr"] = rates[0] if rates else float("nan")
+    out["untrainable_samples"] = float(sum(p["untrainable"] for p in parts))
+    return out
+
+
+def _time_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    times = {key: max(p["times"].get(key, 0.0) for p in parts)
+             for key in ("generate", "verify", "train", "sync", "iteration")}
+    out = {f"time/{key}": value for key, value in times.items()}
+    generated = sum(p["generated"].get(r, 0) for p in parts for r in ("challenger", "reasoner"))
+    out["throughput/generated_tokens_per_s"] = generated / times["generate"] \
+        if times["generate"] else float("nan")
+    out["throughput/trained_tokens_per_s"] = (sum(p["trained_tokens"] for p in parts)
+                                              / times["train"]) if times["train"] \
+        else float("nan")
+    return out
+
+
+class Progress:
+    """A rich progress bar with the latest key numbers (rank 0)."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last_eval = ""
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(TextColumn("[bold]spice train"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn(),
+                           TextColumn("{task.fields[status]}"))
+            self.task = self.bar.add_task("train", total=total, completed=done, status="")
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def advance(self, metrics: Mapping[str, float]) -> None:
+        """One iteration done: advance and show its numbers."""
+        if self.enabled:
+            self.bar.update(self.task, advance=1, status=self.status(metrics))
+
+    def show(self, metrics: Mapping[str, float]) -> None:
+        """Show metrics without advancing (the evaluation before the first iteration)."""
+        if self.enabled:
+            self.bar.update(self.task, status=self.status(metrics))
+
+    def status(self, metrics: Mapping[str, float]) -> str:
+        """The numbers shown: :data:`PROGRESS`, then the latest evaluation accuracies."""
+        if any(key.startswith("eval/") for key in metrics):
+            self.last_eval = "  ".join(
+                f"{key.split('/')[1]} {metrics[key]:.2f}" for key in metrics
+                if key.startswith("eval/") and key.endswith("/accuracy")
+                and math.isfinite(metrics[key]))
+        status = "  ".join(f"{label} {metrics[key]:.2f}" for label, key in PROGRESS
+                           if key in metrics and math.isfinite(metrics[key]))
+        return f"{status}  eval: {self.last_eval}" if self.last_eval else status
