@@ -8,9 +8,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Role = Literal["challenger", "reasoner"]
+from spice_env.types import Observation, Role
+
+__all__ = ["Agent", "Backend", "ChatPrompt", "FinishReason", "Generation", "Observation", "Role",
+           "SamplingConfig", "TrainableSample"]
+
 FinishReason = Literal["stop", "length"]
-Observation = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,22 @@ class Generation:
     completion_ids: tuple[int, ...]
     logprobs: tuple[float, ...]
     finish_reason: FinishReason
+
+
+@runtime_checkable
+class TrainableSample(Protocol):
+    """What a sample needs to be trained on: the token ids the model saw and sampled, and the
+    log-probability of each sampled token (a :class:`Generation` has them; a remote server's
+    chat answer or a plain string does not)."""
+
+    @property
+    def prompt_ids(self) -> Sequence[int]: ...
+
+    @property
+    def completion_ids(self) -> Sequence[int]: ...
+
+    @property
+    def logprobs(self) -> Sequence[float]: ...
 
 
 class SamplingConfig(BaseModel):

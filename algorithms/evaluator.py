@@ -29,6 +29,7 @@ from algorithms.launch import gather, release_memory
 from algorithms.run_folder import RunFolder
 from algorithms.runlog import append_jsonl, read_jsonl
 from spice_env.corpus import Corpus
+from spice_env.types import Observation
 
 
 class LoopEvaluator:
@@ -121,7 +122,7 @@ class LoopEvaluator:
         agent = engine.agent
         saved = agent.sampling["reasoner"]
 
-        def generate(observations: list[dict[str, Any]], sampling: SamplingConfig
+        def generate(observations: list[Observation], sampling: SamplingConfig
                      ) -> Sequence[Sequence[Generation]]:
             agent.sampling["reasoner"] = sampling
             context = self.fabric.autocast() if engine.shares_module else nullcontext()

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+from spice_env.game import observation
 from spice_env.runner import ChallengerAttempt, DocumentRollout, IterationRollout, ReasonerAnswer
 
 
@@ -157,7 +158,8 @@ def light(rollout: IterationRollout) -> IterationRollout:
         attempts = [replace(a, sample=a.text, answers=[ReasonerAnswer(r.text, r.verdict, r.reward)
                                                        for r in a.answers])
                     for a in document.attempts]
-        documents.append(DocumentRollout(document.document, document.task_format, {},
+        documents.append(DocumentRollout(document.document, document.task_format,
+                                         observation("done"),
                                          attempts, document.reasoner_choice, None))
     return IterationRollout(documents)
 

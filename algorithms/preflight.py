@@ -181,9 +181,13 @@ def check_packages(config: TrainConfig) -> None:
         raise PreflightError("trainer.strategy=fsdp is not supported yet: the weight sync to "
                              "the generation engine and the model export need the gathered full "
                              "parameters; use trainer.strategy=ddp")
-    if config.trainer.lora_rank and config.algorithm.name == "ppo":
-        raise PreflightError("trainer.lora_rank: PPO's value head is not supported with LoRA; "
-                             "use algorithm.name=drgrpo or drop trainer.lora_rank")
+    from algorithms.registry import ALGORITHMS
+
+    name = config.algorithm.name
+    if config.trainer.lora_rank and ALGORITHMS[name].needs_value_head:
+        raise PreflightError(f"trainer.lora_rank: the value head of algorithm {name!r} is not "
+                             "supported with LoRA; use algorithm.name=drgrpo or drop "
+                             "trainer.lora_rank")
 
 
 def check_corpus(config: TrainConfig) -> list[Any]:

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import torch
 
+from agents.base import TrainableSample
 from algorithms.base import Algorithm, PolicyBatch
 from algorithms.logprobs import completion_logprobs
-
-Role = Literal["challenger", "reasoner"]
+from spice_env.types import Role
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,12 @@ class CollectedSamples:
     untrainable: int = 0
 
 
-def _trainable(sample: Any) -> bool:
-    ids = getattr(sample, "completion_ids", None) or ()
-    logprobs = getattr(sample, "logprobs", None) or ()
-    return bool(ids) and bool(getattr(sample, "prompt_ids", None)) and len(logprobs) == len(ids)
+def trainable(sample: object) -> bool:
+    """Whether a sample can be trained on: a :class:`~agents.base.TrainableSample` with a
+    prompt, a completion and one log-probability per completion token."""
+    return (isinstance(sample, TrainableSample) and bool(sample.prompt_ids)
+            and bool(sample.completion_ids)
+            and len(sample.logprobs or ()) == len(sample.completion_ids))
 
 
 def collect_samples(rollout: Any, roles: Literal["both", "challenger", "reasoner"] = "both"
@@ -76,7 +78,7 @@ def collect_samples(rollout: Any, roles: Literal["both", "challenger", "reasoner
             if not members:
                 continue
             for sample, reward in members:
-                if not _trainable(sample):
+                if not trainable(sample):
                     out.untrainable += 1
                     continue
                 out.samples.append(TrainingSample(
@@ -148,6 +150,32 @@ def _padded(rows: Sequence[Sequence[float]], like: torch.Tensor) -> torch.Tensor
     return out
 
 
+def _policy_batch(chunk: Sequence[TrainingSample], current: Any, *, pad_id: int,
+                  value_head: torch.nn.Module | None, reference: Any | None,
+                  share_prompts: bool) -> PolicyBatch:
+    """One micro-batch's :class:`PolicyBatch` from the policy's forward (``current``): the old
+    log-probabilities, the advantages (per token when the samples carry them), the reference's
+    log-probabilities and the value head's predictions where there are those."""
+    like = current.logprobs.detach()
+    batch = PolicyBatch(logprobs=current.logprobs,
+                        old_logprobs=_padded([s.old_logprobs for s in chunk], like),
+                        mask=current.mask,
+                        advantages=torch.tensor([s.advantage for s in chunk],
+                                                device=like.device))
+    if reference is not None:
+        with torch.no_grad():
+            batch.ref_logprobs = completion_logprobs(
+                reference, [s.prompt_ids for s in chunk], [s.completion_ids for s in chunk],
+                pad_id, share_prompts=share_prompts).logprobs.to(like.device)
+    if value_head is not None:
+        assert current.hidden is not None
+        batch.advantages = _padded([s.token_advantages or () for s in chunk], like)
+        batch.values = value_head(current.hidden).float() * current.mask
+        batch.old_values = _padded([s.old_values or () for s in chunk], like)
+        batch.returns = _padded([s.returns or () for s in chunk], like)
+    return batch
+
+
 def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algorithm, *,
                 pad_id: int, micro_batch_size: int,
                 backward: Callable[[torch.Tensor], None] | None = None,
@@ -191,23 +219,9 @@ def policy_loss(model: Any, samples: Sequence[TrainingSample], algorithm: Algori
             current = completion_logprobs(model, [s.prompt_ids for s in chunk],
                                           [s.completion_ids for s in chunk], pad_id,
                                           with_hidden=valued, share_prompts=share_prompts)
-            like = current.logprobs.detach()
-            old = _padded([s.old_logprobs for s in chunk], like)
-            batch = PolicyBatch(logprobs=current.logprobs, old_logprobs=old, mask=current.mask,
-                                advantages=torch.tensor([s.advantage for s in chunk],
-                                                        device=like.device))
-            if reference is not None:
-                with torch.no_grad():
-                    batch.ref_logprobs = completion_logprobs(
-                        reference, [s.prompt_ids for s in chunk],
-                        [s.completion_ids for s in chunk], pad_id,
-                        share_prompts=share_prompts).logprobs.to(like.device)
-            if valued:
-                assert value_head is not None and current.hidden is not None
-                batch.advantages = _padded([s.token_advantages or () for s in chunk], like)
-                batch.values = value_head(current.hidden).float() * current.mask
-                batch.old_values = _padded([s.old_values or () for s in chunk], like)
-                batch.returns = _padded([s.returns or () for s in chunk], like)
+            batch = _policy_batch(chunk, current, pad_id=pad_id,
+                                  value_head=value_head if valued else None,
+                                  reference=reference, share_prompts=share_prompts)
             loss, metrics = algorithm.loss(batch)
             weighted = loss * (len(chunk) / total)
             if backward is not None:

@@ -36,8 +36,8 @@ from algorithms.config import TrainConfig
 from algorithms.run_folder import RunFolder, checkpoint_iteration
 from spice_env.corpus import Document, load_corpus
 from spice_env.game import GameConfig, SpiceGame
-from spice_env.prompting import TaskFormat
 from spice_env.tasks import Task
+from spice_env.types import TaskFormat
 from spice_env.verify import Verifier
 
 

@@ -26,7 +26,6 @@ those numbers everything needed to believe them:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
 import sys
@@ -46,7 +45,7 @@ from algorithms.launch import compute_dtype, resolve_precision
 from algorithms.run_folder import EVALUATIONS_FILE, RunFolder, checkpoint_iteration
 from algorithms.runlog import read_jsonl
 from benchmarks.evaluation import EvalSettings, agent_generate, evaluate, suite_benchmarks
-from benchmarks.perf.common import machine, package_versions
+from benchmarks.reporting import envelope, write_report
 from spice_env.game import SpiceGame
 from spice_env.tasks import Task
 from spice_env.verify import Verifier
@@ -135,44 +134,9 @@ def learning_report(run: Path, *, control: Path | None = None, benchmarks: str |
                     limit: int = 100, batch_size: int = 64,
                     progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Everything of the module's docstring, as a JSON-ready dict."""
-    config = run_of(run)
-    if config is None:
-        raise ValueError(f"{run} is not a run folder (no config.yaml)")
-    answered = heldout_records(run)
-    if not answered:
-        raise ValueError(f"{run} has no held-out evaluation ({EVALUATIONS_FILE}); train with "
-                         "evaluation.heldout set")
-    checkpoint = RunFolder(run).latest()
-    if checkpoint is None:
-        raise ValueError(f"{run} has no checkpoints/last pointer to a checkpoint")
-    first, last = min(answered), checkpoint_iteration(checkpoint)
-    if last not in answered:  # a run stopped between an evaluation and its next checkpoint
-        raise ValueError(f"{run}: the last checkpoint ({checkpoint.name}) has no held-out "
-                         f"evaluation (evaluated at {sorted(answered)}); resume the run to its "
-                         "end")
-    before_loop, after_loop = answered[first], answered[last]
+    config, checkpoint, before_loop, after_loop, report = _in_loop(run)
     questions = _questions(before_loop)
-    section = config.evaluation
-    limit_tokens = section.max_new_tokens or config.reasoner.max_new_tokens
     dtype = compute_dtype(resolve_precision(config.trainer.precision, "cpu"))
-    history = read_jsonl(RunFolder(run).metrics_file)
-    report: dict[str, Any] = {
-        "benchmark": "learning", "run": str(run), "base_model": config.model.name,
-        "heldout": {"before": _summary(before_loop)["accuracy"],
-                    "after": _summary(after_loop)["accuracy"], "n": len(questions),
-                    "iterations": [first, last],
-                    "before_detail": _summary(before_loop), "after_detail": _summary(after_loop),
-                    "paired": paired(before_loop, after_loop)},
-        "settings": {"backend": config.model.backend, "prompt_style": config.game.prompt_style,
-                     "template": config.model.template, "dtype": str(dtype).removeprefix(
-                         "torch."), "max_new_tokens": limit_tokens, "greedy": True},
-        "config": config.model_dump(mode="json"),
-    }
-    seconds = [r.get("time/iteration", 0.0) + r.get("time/eval", 0.0) for r in history]
-    report["minutes"] = round(sum(s for s in seconds if isinstance(s, int | float)) / 60, 1)
-    report["curves"] = [{key: r[key] for key in ("iteration", *CURVE_KEYS, *(
-        k for k in r if k.startswith("eval/"))) if key in r} for r in history]
-    verifier = Verifier()
     policies: dict[str, Callable[[], LoadedModel]] = {
         "base": lambda: load_model(config.model.name, dtype=dtype),
         "after": lambda: load_policy(checkpoint, dtype=dtype),
@@ -180,29 +144,12 @@ def learning_report(run: Path, *, control: Path | None = None, benchmarks: str |
     if control is not None:
         policies["control"] = lambda: load_policy(RunFolder(control).last_pointer,
                                                   dtype=dtype)
-    heldout_paths: dict[str, list[dict[str, Any]]] = {}
-    bench: dict[str, dict[str, Any]] = {}
-    settings = EvalSettings(prompt_style=config.game.prompt_style, max_new_tokens=limit_tokens,
-                            batch_size=batch_size, limit=limit,
-                            template=config.model.template,
+    settings = EvalSettings(prompt_style=config.game.prompt_style,
+                            max_new_tokens=report["settings"]["max_new_tokens"],
+                            batch_size=batch_size, limit=limit, template=config.model.template,
                             dtype=str(dtype).removeprefix("torch."), from_run=True)
-    seconds_by_path: dict[str, float] = {}
-    try:
-        for name, load in policies.items():
-            started = time.perf_counter()
-            policy = _Policy(config, load)
-            heldout_paths[name] = policy.heldout(questions, verifier,
-                                                 max_new_tokens=limit_tokens,
-                                                 batch_size=section.batch_size,
-                                                 seed=section.seed)
-            if benchmarks and name in ("base", "after"):
-                bench[name] = policy.benchmarks(benchmarks, settings)
-            policy.close()
-            seconds_by_path[name] = round(time.perf_counter() - started, 1)
-            progress(f"{name}: held-out accuracy "
-                     f"{_summary(heldout_paths[name])['accuracy']}, {seconds_by_path[name]} s")
-    finally:
-        verifier.close()
+    heldout_paths, bench, seconds = _answer_by_path(config, policies, questions, settings,
+                                                    benchmarks, progress)
     report["checkpoint_path"] = {
         "base": _summary(heldout_paths["base"]), "after": _summary(heldout_paths["after"]),
         "base_identical_to_loop_before": identical(before_loop, heldout_paths["base"]),
@@ -221,10 +168,82 @@ def learning_report(run: Path, *, control: Path | None = None, benchmarks: str |
             name: {"before": bench["base"][name], "after": bench["after"][name]}
             for name in bench["base"]}
         report["benchmark_settings"] = settings.model_dump()
-    report["seconds"] = seconds_by_path
-    report["machine"] = machine()
-    report["versions"] = package_versions(["spice-env", "torch", "transformers", "peft"])
+    report["seconds"] = seconds
+    report.update(envelope("", ["spice-env", "torch", "transformers", "peft"]))
     return report
+
+
+def _in_loop(run: Path) -> tuple[TrainConfig, Path, list[dict[str, Any]],
+                                 list[dict[str, Any]], dict[str, Any]]:
+    """The run's config, its last checkpoint, the held-out answers of the loop before the first
+    update and at that checkpoint, and the report's in-loop part (numbers, settings, curves)."""
+    config = run_of(run)
+    if config is None:
+        raise ValueError(f"{run} is not a run folder (no config.yaml)")
+    answered = heldout_records(run)
+    if not answered:
+        raise ValueError(f"{run} has no held-out evaluation ({EVALUATIONS_FILE}); train with "
+                         "evaluation.heldout set")
+    checkpoint = RunFolder(run).latest()
+    if checkpoint is None:
+        raise ValueError(f"{run} has no checkpoints/last pointer to a checkpoint")
+    first, last = min(answered), checkpoint_iteration(checkpoint)
+    if last not in answered:  # a run stopped between an evaluation and its next checkpoint
+        raise ValueError(f"{run}: the last checkpoint ({checkpoint.name}) has no held-out "
+                         f"evaluation (evaluated at {sorted(answered)}); resume the run to its "
+                         "end")
+    before_loop, after_loop = answered[first], answered[last]
+    limit_tokens = config.evaluation.max_new_tokens or config.reasoner.max_new_tokens
+    dtype = compute_dtype(resolve_precision(config.trainer.precision, "cpu"))
+    history = read_jsonl(RunFolder(run).metrics_file)
+    seconds = [r.get("time/iteration", 0.0) + r.get("time/eval", 0.0) for r in history]
+    report: dict[str, Any] = {
+        "benchmark": "learning", "run": str(run), "base_model": config.model.name,
+        "heldout": {"before": _summary(before_loop)["accuracy"],
+                    "after": _summary(after_loop)["accuracy"],
+                    "n": len(_questions(before_loop)), "iterations": [first, last],
+                    "before_detail": _summary(before_loop), "after_detail": _summary(after_loop),
+                    "paired": paired(before_loop, after_loop)},
+        "settings": {"backend": config.model.backend, "prompt_style": config.game.prompt_style,
+                     "template": config.model.template, "dtype": str(dtype).removeprefix(
+                         "torch."), "max_new_tokens": limit_tokens, "greedy": True},
+        "config": config.model_dump(mode="json"),
+        "minutes": round(sum(s for s in seconds if isinstance(s, int | float)) / 60, 1),
+        "curves": [{key: r[key] for key in ("iteration", *CURVE_KEYS, *(
+            k for k in r if k.startswith("eval/"))) if key in r} for r in history],
+    }
+    return config, checkpoint, before_loop, after_loop, report
+
+
+def _answer_by_path(config: TrainConfig, policies: Mapping[str, Callable[[], LoadedModel]],
+                    questions: list[EvalQuestion], settings: EvalSettings,
+                    benchmarks: str | None, progress: Callable[[str], None]
+                    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]],
+                               dict[str, float]]:
+    """Each policy's held-out answers (and, for base and after, its benchmark results) and the
+    seconds each took."""
+    section = config.evaluation
+    heldout_paths: dict[str, list[dict[str, Any]]] = {}
+    bench: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    verifier = Verifier()
+    try:
+        for name, load in policies.items():
+            started = time.perf_counter()
+            policy = _Policy(config, load)
+            heldout_paths[name] = policy.heldout(questions, verifier,
+                                                 max_new_tokens=settings.max_new_tokens,
+                                                 batch_size=section.batch_size,
+                                                 seed=section.seed)
+            if benchmarks and name in ("base", "after"):
+                bench[name] = policy.benchmarks(benchmarks, settings)
+            policy.close()
+            seconds[name] = round(time.perf_counter() - started, 1)
+            progress(f"{name}: held-out accuracy "
+                     f"{_summary(heldout_paths[name])['accuracy']}, {seconds[name]} s")
+    finally:
+        verifier.close()
+    return heldout_paths, bench, seconds
 
 
 def _pct(value: float | None) -> str:
@@ -347,10 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["train_command"] = args.train_command
     report["command"] = "python -m benchmarks.learning " + shlex.join(
         sys.argv[1:] if argv is None else argv)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    args.output.with_suffix(".md").write_text(markdown(report))
-    plot(report, args.output.with_suffix(".png"))
+    write_report(report, args.output, markdown, plot)
     print(markdown(report))
     return 0
 

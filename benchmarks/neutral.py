@@ -18,7 +18,6 @@ path, which also cast the rotary frequencies). It counts identical responses per
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from algorithms.checkpoints import (
 from algorithms.launch import compute_dtype, resolve_precision
 from algorithms.run_folder import RunFolder
 from benchmarks.evaluation import EvalSettings, agent_generate, evaluate, suite_benchmarks
-from benchmarks.perf.common import machine, package_versions
+from benchmarks.reporting import envelope, write_report
 
 
 def _module_wide_cast(checkpoint: Path, dtype: torch.dtype) -> LoadedModel:
@@ -101,8 +100,8 @@ def neutral_check(run: Path, *, suite: str = "gsm8k", limit: int = 24, max_new_t
     return {"benchmark": "neutral", "run": str(run), "base_model": config.model.name,
             "suite": suite, "items": len(base), "settings": settings.model_dump(),
             "identical_to_base": identical, "accuracy": accuracy, "seconds": seconds,
-            "neutral": neutral, "machine": machine(),
-            "versions": package_versions(["spice-env", "torch", "transformers"])}
+            "neutral": neutral,
+            **envelope("", ["spice-env", "torch", "transformers"])}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -141,8 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["command"] = "python -m benchmarks.neutral " + " ".join(
         sys.argv[1:] if argv is None else argv)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    args.output.with_suffix(".md").write_text(markdown(report))
+    write_report(report, args.output, markdown)
     print(markdown(report))
     return 0 if report["neutral"] else 1
 

@@ -17,9 +17,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
 import time
 from collections import Counter
@@ -29,9 +26,11 @@ from typing import Any
 
 from agents.base import SamplingConfig
 from agents.self_play import SelfPlayAgent
+from benchmarks.reporting import envelope, write_report
 from spice_env.corpus import load_corpus
-from spice_env.game import GameConfig, SpiceGame
-from spice_env.prompting import PromptStyle, TaskFormat, reasoner_prompt
+from spice_env.game import GameConfig, SpiceGame, observation
+from spice_env.prompting import PromptStyle, reasoner_prompt
+from spice_env.types import TaskFormat
 from spice_env.verify import Verifier, extract_boxed
 
 
@@ -109,9 +108,7 @@ def measure_reasoner_on_problems(agent: SelfPlayAgent, style: PromptStyle, probl
     observations = []
     for problem in problems:
         rendered = reasoner_prompt(problem, style)
-        observations.append({"role": "reasoner", "messages": rendered.messages,
-                             "assistant_prefix": rendered.assistant_prefix,
-                             "prompt": rendered.text})
+        observations.append(observation("reasoner", rendered, question=problem))
     started = time.perf_counter()
     groups = agent.generate(observations, samples)
     generations = [g for group in groups for g in group]
@@ -156,10 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "model": args.model, "corpus": args.corpus, "temperature": 1.0,
         "challenger_max_new_tokens": args.challenger_tokens,
         "reasoner_max_new_tokens": args.reasoner_tokens,
-        "command": "python benchmarks/prompt_quality.py " + " ".join(
-            sys.argv[1:] if argv is None else argv),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        **envelope("python benchmarks/prompt_quality.py " + " ".join(
+            sys.argv[1:] if argv is None else argv), ["spice-env", "torch", "transformers"]),
         "styles": {},
     }
     with Verifier() as verifier:
@@ -172,9 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              args.samples)
             print(style, {k: v for k, v in report["styles"][style].items()
                           if k not in ("examples", "pass_rates")}, flush=True)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    write_report(report, Path(args.output))
     return 0
 
 

@@ -17,10 +17,8 @@ in :attr:`Corpus.stats` and logged. A corpus with no usable document is a :class
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import itertools
-import json
 import logging
 import math
 import re
@@ -31,23 +29,35 @@ from typing import Any
 
 import numpy as np
 
+from spice_env.readers import (
+    SUPPORTED_SUFFIXES,
+    TEXT_FIELDS,
+    CorpusError,
+    CorpusStats,
+    Record,
+    read_hf,
+    read_jsonl,
+    read_path,
+    rows_to_records,
+)
+from spice_env.segment import (
+    TokenCounter,
+    approx_token_count,
+    segment_text,
+    token_counter,
+)
+
 logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_MAX_TOKENS", "SUPPORTED_SUFFIXES", "TEXT_FIELDS", "Corpus", "CorpusError",
+           "CorpusSampler", "CorpusSpec", "CorpusStats", "Document", "SourcePeek",
+           "TokenCounter", "approx_token_count", "load_corpus", "peek_corpus", "segment_text",
+           "token_counter"]
 
 DEFAULT_MAX_TOKENS = 5992
 """The paper's segment length: a document is a text segment of at most this many tokens."""
 
-TEXT_FIELDS = ("text", "content", "document", "passage", "body", "story", "context")
-"""Field names tried, in order, when records do not name their text field."""
-
-SUPPORTED_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".md")
-_MAX_REPORTED_ERRORS = 50
-
-TokenCounter = Callable[[str], int]
 CorpusSpec = str | Path | Sequence[Any] | Mapping[str, float]
-
-
-class CorpusError(ValueError):
-    """A corpus spec or source cannot give any usable document."""
 
 
 @dataclass(frozen=True)
@@ -75,297 +85,6 @@ class Document:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         return cls(id=digest, text=text, source=source, metadata=dict(metadata or {}))
 
-
-@dataclass
-class CorpusStats:
-    """What happened while loading: counts of everything kept, split, skipped and why."""
-
-    files_read: int = 0
-    records_read: int = 0
-    documents: int = 0
-    segmented: int = 0
-    empty_skipped: int = 0
-    duplicates_skipped: int = 0
-    malformed_skipped: int = 0
-    unreadable_files: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def record_error(self, message: str) -> None:
-        """Remember a problem (the first few are kept verbatim) and log it."""
-        logger.warning("corpus: %s", message)
-        if len(self.errors) < _MAX_REPORTED_ERRORS:
-            self.errors.append(message)
-
-    def merge(self, other: CorpusStats) -> None:
-        """Add another load's counts to these."""
-        for name in (
-            "files_read", "records_read", "documents", "segmented", "empty_skipped",
-            "duplicates_skipped", "malformed_skipped", "unreadable_files",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for message in other.errors:
-            if len(self.errors) < _MAX_REPORTED_ERRORS:
-                self.errors.append(message)
-
-
-# --- token counting and segmenting ------------------------------------------------------------
-
-_APPROX_PIECE = re.compile(
-    r"\d|[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\W\d_]+|[^\w\s]|_", re.UNICODE)
-
-
-def approx_token_count(text: str) -> int:
-    """Estimate the number of subword tokens without a tokenizer.
-
-    Every digit, CJK character and punctuation mark counts as one token and every word as one
-    token per four letters (rounded up). It leans towards too many tokens, so segments stay
-    within the limit: on the embedded corpus it gives 0.90x to 1.75x the Qwen2.5 tokenizer's
-    count (median 1.16x). Pass a tokenizer to :func:`load_corpus` for exact counts.
-    """
-    return sum(1 if len(piece) == 1 else math.ceil(len(piece) / 4)
-               for piece in _APPROX_PIECE.findall(text))
-
-
-def token_counter(tokenizer: Any | None) -> TokenCounter:
-    """A function counting tokens with ``tokenizer`` (anything with ``encode``), or the estimate."""
-    if tokenizer is None:
-        return approx_token_count
-    encode = tokenizer.encode
-
-    def count(text: str) -> int:
-        try:
-            return len(encode(text, add_special_tokens=False))
-        except TypeError:
-            return len(encode(text))
-
-    return count
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def _paragraphs(text: str) -> list[str]:
-    return [p for p in re.split(r"\n\s*\n", text) if p.strip()]
-
-
-def segment_text(text: str, max_tokens: int, count: TokenCounter) -> list[str]:
-    """Split ``text`` into pieces of at most ``max_tokens`` tokens at the largest boundaries.
-
-    Paragraph breaks are preferred, then sentence ends, then word boundaries; a single word longer
-    than the limit is cut by characters. Units are packed greedily by their summed counts (one
-    token per joining space or break); a piece that still counts over the limit (a tokenizer may
-    merge across a join) is split again at its middle word.
-    """
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-    if count(text) <= max_tokens:
-        return [text]
-    pieces: list[str] = []
-    used = 0
-    for unit, joiner in _units_within(text, max_tokens, count):
-        size = count(unit)
-        extra = 1 if joiner else 0
-        if pieces and used + extra + size <= max_tokens:
-            pieces[-1] = pieces[-1] + joiner + unit
-            used += extra + size
-        else:
-            pieces.append(unit)
-            used = size
-    out: list[str] = []
-    for piece in (p.strip() for p in pieces):
-        if piece:
-            out.extend(_enforce_limit(piece, max_tokens, count))
-    return out
-
-
-def _enforce_limit(piece: str, max_tokens: int, count: TokenCounter) -> list[str]:
-    if count(piece) <= max_tokens:
-        return [piece]
-    words = piece.split(" ")
-    if len(words) < 2:
-        middle = len(piece) // 2
-        halves = [piece[:middle], piece[middle:]]
-    else:
-        halves = [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])]
-    return [p for half in halves for p in _enforce_limit(half, max_tokens, count)]
-
-
-def _units_within(text: str, max_tokens: int, count: TokenCounter) -> Iterator[tuple[str, str]]:
-    for paragraph in _paragraphs(text):
-        if count(paragraph) <= max_tokens:
-            yield paragraph, "\n\n"
-            continue
-        for sentence in _SENTENCE_END.split(paragraph):
-            if count(sentence) <= max_tokens:
-                yield sentence, " "
-                continue
-            for word in sentence.split():
-                if count(word) <= max_tokens:
-                    yield word, " "
-                    continue
-                step = max(1, len(word) * max_tokens // max(1, count(word)))
-                for start in range(0, len(word), step):
-                    yield word[start : start + step], ""
-
-
-# --- record readers ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Record:
-    text: Any
-    source: str
-    metadata: dict[str, Any]
-
-
-def _short_str(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 1000
-
-
-def _pick_text(row: Mapping[str, Any], text_field: str | None) -> tuple[Any, dict[str, Any]]:
-    names = (text_field,) if text_field else TEXT_FIELDS
-    for name in names:
-        if name in row:
-            meta = {
-                k: v for k, v in row.items()
-                if k != name and (isinstance(v, int | float | bool) or _short_str(v))
-            }
-            return row[name], meta
-    wanted = repr(text_field) if text_field else "one of " + ", ".join(TEXT_FIELDS)
-    raise KeyError(f"record has no text field ({wanted}); fields: {sorted(row)[:10]}")
-
-
-def _rows_to_records(
-    rows: Iterable[Any], source: str, text_field: str | None, stats: CorpusStats
-) -> Iterator[_Record]:
-    for index, row in enumerate(rows):
-        stats.records_read += 1
-        where = f"{source} record {index}"
-        if isinstance(row, str):
-            yield _Record(row, where, {})
-            continue
-        if isinstance(row, Document):
-            yield _Record(row.text, row.source, dict(row.metadata))
-            continue
-        if not isinstance(row, Mapping):
-            stats.malformed_skipped += 1
-            stats.record_error(f"{where}: expected a string or an object, got {type(row).__name__}")
-            continue
-        try:
-            text, meta = _pick_text(row, text_field)
-        except KeyError as exc:
-            stats.malformed_skipped += 1
-            stats.record_error(f"{where}: {exc.args[0]}")
-            continue
-        yield _Record(text, str(row.get("source", source)), meta)
-
-
-def _read_jsonl(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
-    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                stats.records_read += 1
-                stats.malformed_skipped += 1
-                stats.record_error(f"{path}:{lineno}: malformed JSON line ({exc.msg})")
-                continue
-            yield from _rows_to_records([row], f"{path}:{lineno}", text_field, stats)
-
-
-def _read_json(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
-    data = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
-    if isinstance(data, Mapping):
-        for key in ("documents", "data", "rows", "examples"):
-            if isinstance(data.get(key), list):
-                data = data[key]
-                break
-        else:
-            data = [data]
-    if not isinstance(data, list):
-        raise ValueError("expected a list of records or an object holding one")
-    yield from _rows_to_records(data, str(path), text_field, stats)
-
-
-def _read_parquet(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    yield from _rows_to_records(table.to_pylist(), str(path), text_field, stats)
-
-
-def _read_csv(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
-    csv.field_size_limit(1 << 30)
-    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
-        yield from _rows_to_records(csv.DictReader(handle), str(path), text_field, stats)
-
-
-def _read_plain(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
-    stats.records_read += 1
-    yield _Record(path.read_text(encoding="utf-8-sig", errors="replace"), str(path), {})
-
-
-_READERS: dict[str, Callable[[Path, str | None, CorpusStats], Iterator[_Record]]] = {
-    ".jsonl": _read_jsonl,
-    ".json": _read_json,
-    ".parquet": _read_parquet,
-    ".csv": _read_csv,
-    ".txt": _read_plain,
-    ".md": _read_plain,
-}
-
-
-def _read_path(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[_Record]:
-    if not path.exists():
-        raise CorpusError(f"corpus path does not exist: {path}")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _READERS)
-        if not files:
-            raise CorpusError(
-                f"corpus directory {path} holds no {', '.join(SUPPORTED_SUFFIXES)} file"
-            )
-    elif path.suffix not in _READERS:
-        raise CorpusError(
-            f"unsupported corpus file type {path.suffix!r} ({path}); "
-            f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
-        )
-    else:
-        files = [path]
-    for file in files:
-        try:
-            # materialise per file so a failure mid-file is attributed and the rest continues
-            records = list(_READERS[file.suffix](file, text_field, stats))
-        except Exception as exc:  # pyarrow, csv and json raise their own types on corrupt files
-            stats.unreadable_files += 1
-            stats.record_error(f"{file}: unreadable ({type(exc).__name__}: {exc})")
-            continue
-        stats.files_read += 1
-        yield from records
-
-
-def _read_hf(spec: str, text_field: str | None, limit: int | None, stats: CorpusStats
-             ) -> Iterator[_Record]:
-    body = spec[len("hf:"):]
-    name, split = body, "train"
-    head, sep, tail = body.rpartition(":")
-    if sep and head and re.fullmatch(r"[A-Za-z0-9_.\-\[\]%+]+", tail):
-        name, split = head, tail
-    if not name:
-        raise CorpusError(
-            f"empty dataset id in corpus spec {spec!r}; use 'hf:<dataset id>[:split]'")
-    try:
-        import datasets
-    except ImportError as exc:  # pragma: no cover - datasets is a dependency
-        raise CorpusError("the 'datasets' package is needed for hf: corpora") from exc
-    try:
-        dataset = datasets.load_dataset(name, split=split, streaming=True)
-    except Exception as exc:
-        raise CorpusError(f"could not load dataset {name!r} (split {split!r}): {exc}") from exc
-    stats.files_read += 1
-    rows = dataset if limit is None else itertools.islice(dataset, limit)
-    yield from _rows_to_records(rows, f"hf:{name}:{split}", text_field, stats)
 
 
 # --- the corpus -------------------------------------------------------------------------------
@@ -528,7 +247,7 @@ class CorpusSampler:
 
 
 def _documents_from_records(
-    records: Iterable[_Record], max_tokens: int, count: TokenCounter, stats: CorpusStats,
+    records: Iterable[Record], max_tokens: int, count: TokenCounter, stats: CorpusStats,
     seen: set[str],
 ) -> list[Document]:
     docs: list[Document] = []
@@ -560,9 +279,9 @@ def _documents_from_records(
 
 
 def _records_for(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats
-                 ) -> tuple[Iterable[_Record], str]:
+                 ) -> tuple[Iterable[Record], str]:
     if isinstance(spec, Path):
-        return _read_path(spec, text_field, stats), str(spec)
+        return read_path(spec, text_field, stats), str(spec)
     if isinstance(spec, str):
         if not spec.strip():
             raise CorpusError("the corpus spec is empty; use 'embedded', a path, "
@@ -576,18 +295,18 @@ def _records_for(spec: Any, text_field: str | None, limit: int | None, stats: Co
             except AssetError as exc:
                 raise CorpusError(str(exc)) from exc
             stats.files_read += 1
-            return _read_jsonl(path, "text", stats), spec
+            return read_jsonl(path, "text", stats), spec
         if spec.startswith("hf:"):
-            return _read_hf(spec, text_field, limit, stats), spec
+            return read_hf(spec, text_field, limit, stats), spec
         scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.\-]*)://", spec)
         if scheme:
             raise CorpusError(
                 f"unknown corpus spec scheme {scheme.group(1)!r} in {spec!r}; use 'embedded', "
                 "a local path, 'hf:<dataset id>[:split]', a list, or a {spec: weight} mapping"
             )
-        return _read_path(Path(spec).expanduser(), text_field, stats), spec
+        return read_path(Path(spec).expanduser(), text_field, stats), spec
     if isinstance(spec, Sequence):
-        return _rows_to_records(spec, "memory", text_field, stats), "memory"
+        return rows_to_records(spec, "memory", text_field, stats), "memory"
     raise CorpusError(f"cannot load a corpus from a {type(spec).__name__}")
 
 

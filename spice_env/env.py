@@ -11,9 +11,8 @@ One episode is one document:
    reward is the Challenger's reward (the variance reward by default); ``info["rewards"]`` holds
    both roles' rewards: ``{"challenger": float, "reasoner": [G floats]}``.
 
-Observations are dicts with the keys ``role`` (``challenger``, ``reasoner`` or ``done``),
-``prompt`` (plain-text rendering), ``messages`` (chat messages), ``assistant_prefix`` (text the
-assistant turn starts with), ``document``, ``document_id``, ``question`` and ``task_format``.
+Observations are :class:`~spice_env.types.Observation` dicts, the same for both roles (every key
+always present; the observation space is derived from that type).
 """
 
 from __future__ import annotations
@@ -33,27 +32,21 @@ from spice_env.corpus import (
     load_corpus,
 )
 from spice_env.game import GameConfig, SpiceGame, observation
-from spice_env.prompting import TaskFormat
 from spice_env.spaces import Prose, TextAction, ensure_texts, message_space
 from spice_env.tasks import Task
+from spice_env.types import Observation, TaskFormat, observation_limits
 from spice_env.verify import Verifier
 
 
 def observation_space() -> spaces.Dict:
-    """The observation space shared by both roles."""
-    return spaces.Dict({
-        "role": Prose(16),
-        "prompt": Prose(),
-        "messages": message_space(),
-        "assistant_prefix": Prose(256),
-        "document": Prose(),
-        "document_id": Prose(128),
-        "question": Prose(),
-        "task_format": Prose(16),
-    })
+    """The observation space shared by both roles: one entry per field of
+    :class:`~spice_env.types.Observation` (chat messages, and text of each field's length)."""
+    return spaces.Dict({key: message_space() if key == "messages" else
+                        Prose(limit) if limit is not None else Prose()
+                        for key, limit in observation_limits().items()})
 
 
-class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
+class SpiceCorpusEnv(gym.Env[Observation, Any]):
     """SPICE self-play on a corpus: a Challenger turn, then a Reasoner turn with G answers.
 
     Args:
@@ -88,7 +81,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
         self._owns_verifier = verifier is None
         self.verifier = verifier or Verifier()
         self.game = SpiceGame(self.config, self.verifier)
-        self.observation_space = observation_space()
+        self.observation_space = observation_space()  # type: ignore[assignment]
         self.action_space = TextAction(max_items=self.config.group_size)
         self.sampler = CorpusSampler(self.corpus, seed=None)
         self._document: Document | None = None
@@ -105,7 +98,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
     # -- the Gymnasium API ---------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+              ) -> tuple[Observation, dict[str, Any]]:
         """Sample a document (``options={"document": Document}`` to choose one) and return the
         Challenger's observation."""
         super().reset(seed=seed)
@@ -123,7 +116,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
         self._last_info = info
         return obs, info
 
-    def step(self, action: Any) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         """Play the Challenger's text, then the Reasoner's G texts (see the module docstring)."""
         if self._phase == "challenger":
             return self._challenger_step(action)
@@ -132,7 +125,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
         raise RuntimeError("the episode has ended; call reset() before step()")
 
     def _challenger_step(self, action: Any
-                         ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+                         ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         if not isinstance(action, str):
             raise TypeError(f"the challenger step takes one string, got {type(action).__name__}")
         assert self._document is not None
@@ -150,7 +143,7 @@ class SpiceCorpusEnv(gym.Env[dict[str, Any], Any]):
         return self.game.reasoner_observation(parsed.task), 0.0, False, False, info
 
     def _reasoner_step(self, action: Any
-                       ) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+                       ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         answers = ensure_texts(action, self.config.group_size)
         assert self._task is not None and self._document is not None
         scored = self.game.score(self._task, answers)

@@ -14,7 +14,6 @@ from spice_env.corpus import Document
 from spice_env.prompting import (
     PromptStyle,
     RenderedPrompt,
-    TaskFormat,
     challenger_prefix,
     challenger_prompt,
     reasoner_prompt,
@@ -27,10 +26,10 @@ from spice_env.rewards import (
     reasoner_reward,
 )
 from spice_env.tasks import ParseResult, Task, parse_challenger_output
+from spice_env.types import Observation, TaskFormat, Turn
 from spice_env.verify import Verdict, Verifier
 
 TaskFormats = Literal["mcq", "free_form", "both"]
-Role = Literal["challenger", "reasoner", "waiting", "done"]
 
 
 class GameConfig(BaseModel):
@@ -97,7 +96,7 @@ class SpiceGame:
         return challenger_prompt(text, task_format, self.config.prompt_style)
 
     def challenger_observation(self, document: Document, task_format: TaskFormat
-                               ) -> dict[str, Any]:
+                               ) -> Observation:
         """The observation of the Challenger's turn."""
         rendered = self.challenger_rendered(document, task_format)
         return observation(
@@ -117,7 +116,7 @@ class SpiceGame:
         """The Reasoner's prompt for ``task``: the question only."""
         return reasoner_prompt(task.reasoner_question(), self.config.prompt_style)
 
-    def reasoner_observation(self, task: Task) -> dict[str, Any]:
+    def reasoner_observation(self, task: Task) -> Observation:
         """The observation of the Reasoner's turn (never any document text)."""
         return observation(
             "reasoner", self.reasoner_rendered(task), document_id=task.document_id or "",
@@ -145,16 +144,16 @@ class SpiceGame:
         )
 
 
-def observation(role: Role, rendered: RenderedPrompt | None = None, *, document_id: str = "",
-                task_format: str = "", document: str = "", question: str = "") -> dict[str, Any]:
-    """An observation dict (all keys always present; see ``SpiceCorpusEnv``)."""
-    return {
-        "role": role,
-        "prompt": rendered.text if rendered else "",
-        "messages": tuple(dict(m) for m in rendered.messages) if rendered else (),
-        "assistant_prefix": rendered.assistant_prefix if rendered else "",
-        "document": document,
-        "document_id": document_id,
-        "question": question,
-        "task_format": task_format,
-    }
+def observation(role: Turn, rendered: RenderedPrompt | None = None, *, document_id: str = "",
+                task_format: str = "", document: str = "", question: str = "") -> Observation:
+    """An :class:`~spice_env.types.Observation` (every key present)."""
+    return Observation(
+        role=role,
+        prompt=rendered.text if rendered else "",
+        messages=tuple(dict(m) for m in rendered.messages) if rendered else (),
+        assistant_prefix=rendered.assistant_prefix if rendered else "",
+        document=document,
+        document_id=document_id,
+        question=question,
+        task_format=task_format,
+    )

@@ -24,6 +24,7 @@ from spice_env.corpus import Corpus, CorpusSpec
 from spice_env.env import SpiceCorpusEnv
 from spice_env.game import observation
 from spice_env.spaces import Prose
+from spice_env.types import Observation
 from spice_env.verify import Verifier
 
 AGENTS = ("challenger", "reasoner")
@@ -36,7 +37,7 @@ def _infos(info: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"challenger": dict(info), "reasoner": reasoner}
 
 
-class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
+class SpiceParallelEnv(ParallelEnv[str, Observation, Any]):
     """The two roles of :class:`~spice_env.env.SpiceCorpusEnv` as PettingZoo agents."""
 
     metadata: ClassVar[dict[str, Any]] = {"name": "spice_corpus_v0", "render_modes": ["ansi"]}
@@ -61,7 +62,7 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
         return spaces.Tuple([Prose() for _ in range(self.env.config.group_size)])
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+              ) -> tuple[dict[str, Observation], dict[str, dict[str, Any]]]:
         """Start an episode: the challenger's observation, and a waiting one for the reasoner."""
         obs, info = self.env.reset(seed=seed, options=options)
         self.agents = list(AGENTS)
@@ -69,7 +70,7 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
         return {"challenger": obs, "reasoner": waiting}, _infos(info)
 
     def step(self, actions: dict[str, Any]) -> tuple[
-        dict[str, dict[str, Any]], dict[str, float], dict[str, bool], dict[str, bool],
+        dict[str, Observation], dict[str, float], dict[str, bool], dict[str, bool],
         dict[str, dict[str, Any]],
     ]:
         """Play the acting agent's action (see the module docstring); the other is ignored."""
@@ -88,7 +89,7 @@ class SpiceParallelEnv(ParallelEnv[str, dict[str, Any], Any]):
         rewards = info["rewards"]["reasoner"]
         return self._finish(obs, reward, sum(rewards) / len(rewards), info)
 
-    def _finish(self, obs: dict[str, Any], challenger_reward: float, reasoner_reward: float,
+    def _finish(self, obs: Observation, challenger_reward: float, reasoner_reward: float,
                 info: dict[str, Any]) -> tuple[Any, Any, Any, Any, Any]:
         self.agents = []
         return ({a: obs for a in AGENTS},

@@ -19,8 +19,9 @@ from functools import cache
 from importlib import resources
 from typing import Literal
 
+from spice_env.types import TaskFormat
+
 PromptStyle = Literal["paper", "compact"]
-TaskFormat = Literal["mcq", "free_form"]
 PROMPT_STYLES: tuple[PromptStyle, ...] = ("paper", "compact")
 
 Message = dict[str, str]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from spice_env.registry import Registry
+
 ChallengerReward = Callable[[Sequence[bool]], float]
 """Correctness of the G Reasoner answers to one valid question -> the Challenger's reward."""
 
@@ -59,38 +61,30 @@ def threshold_reward(correct: Sequence[bool]) -> float:
     return 0.0 if pass_rate(correct) in (0.0, 1.0) else 1.0
 
 
-CHALLENGER_REWARDS: dict[str, ChallengerReward] = {
+CHALLENGER_REWARDS: Registry[ChallengerReward] = Registry("challenger reward", {
     "variance": variance_reward,
     "absolute_zero": absolute_zero_reward,
     "r_zero": r_zero_reward,
     "threshold": threshold_reward,
-}
+})
 """Challenger rewards by name; extend it with :func:`register_challenger_reward`."""
 
 
 def register_challenger_reward(
     name: str, reward: ChallengerReward, *, overwrite: bool = False
 ) -> ChallengerReward:
-    """Make ``reward`` available by ``name`` (e.g. in configs and ``gym.make`` kwargs)."""
-    if not name or not isinstance(name, str):
-        raise ValueError("a reward needs a non-empty string name")
+    """Make ``reward`` available by ``name`` (e.g. in configs and ``gym.make`` kwargs); a taken
+    name is refused unless ``overwrite``."""
     if not callable(reward):
         raise TypeError(f"reward {name!r} must be callable, got {type(reward).__name__}")
-    if name in CHALLENGER_REWARDS and not overwrite:
-        raise ValueError(f"a Challenger reward named {name!r} exists; pass overwrite=True")
-    CHALLENGER_REWARDS[name] = reward
-    return reward
+    return CHALLENGER_REWARDS.register(name, reward, overwrite=overwrite)
 
 
 def get_challenger_reward(reward: str | ChallengerReward) -> ChallengerReward:
     """Resolve a reward name (or return a callable as is); unknown names list the valid ones."""
     if callable(reward):
         return reward
-    try:
-        return CHALLENGER_REWARDS[reward]
-    except KeyError:
-        valid = ", ".join(sorted(CHALLENGER_REWARDS))
-        raise ValueError(f"unknown challenger reward {reward!r}; valid: {valid}") from None
+    return CHALLENGER_REWARDS[reward]
 
 
 def checked_reward(reward: ChallengerReward, correct: Sequence[bool]) -> float:

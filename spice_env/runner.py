@@ -30,8 +30,8 @@ from spice_env.corpus import (
     load_corpus,
 )
 from spice_env.game import GameConfig, SpiceGame
-from spice_env.prompting import TaskFormat
 from spice_env.tasks import ParseResult, Task
+from spice_env.types import Observation, TaskFormat
 from spice_env.verify import Verdict, Verifier
 
 
@@ -42,7 +42,6 @@ class HasText(Protocol):
 
 
 Sample = str | HasText
-Observation = dict[str, Any]
 GenerateFn = Callable[[Sequence[Observation], int], Sequence[Sequence[Sample]]]
 """``generate(observations, n)`` returns, for each observation, ``n`` sampled completions."""
 

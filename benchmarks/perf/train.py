@@ -25,13 +25,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.perf.common import command_line, machine, package_versions, source_files
+from benchmarks.reporting import (
+    command_line,
+    envelope,
+    source_files,
+    write_report,
+)
 
 MEASURED_SOURCES = ["algorithms/trainer.py", "algorithms/samples.py", "algorithms/logprobs.py",
                     "algorithms/drgrpo.py", "agents/backends/hf.py"]
@@ -191,15 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "training_step": step,
         "iteration": iteration,
         "model": args.model,
-        "command": command_line(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": package_versions(["torch", "transformers", "lightning", "spice-env"]),
+        **envelope(command_line(), ["torch", "transformers", "lightning", "spice-env"]),
         "sources": source_files(MEASURED_SOURCES),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    args.output.with_suffix(".md").write_text(summary_markdown(result))
+    write_report(result, args.output, summary_markdown)
     print(json.dumps({"mfu": result["mfu"], "tokens_per_s": step["tokens_per_s"],
                       "iteration": iteration}, indent=2))
     return 0

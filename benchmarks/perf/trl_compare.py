@@ -36,7 +36,6 @@ and a Markdown summary. Needs ``trl`` (``pip install 'spice-env[bench]'``).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import random
@@ -49,7 +48,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.perf.common import command_line, machine, package_versions, source_files
+from benchmarks.reporting import (
+    command_line,
+    envelope,
+    source_files,
+    write_report,
+)
 
 SIDES = ("spice", "trl")
 MEASURED_SOURCES = ("algorithms/trainer.py", "algorithms/samples.py", "algorithms/logprobs.py",
@@ -103,8 +107,9 @@ def run_spice(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         config = build_config({
             "model": {"name": args.model, "backend": "hf"},
-            "reasoner": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": args.max_tokens,
-                         "n": args.generations},
+            "game": {"group_size": args.generations},
+            "rollout": {"attempts": max(8, args.generations)},
+            "reasoner": {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": args.max_tokens},
             "algorithm": {"name": "drgrpo", "loss_normaliser": args.max_tokens},
             "optimizer": {"lr": 1e-6},
             "trainer": {"output_dir": folder, "precision": "auto", "accelerator": "cpu",
@@ -246,10 +251,9 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     """Run both sides and compare them."""
     results = {side: child(side, args) for side in SIDES}
     out: dict[str, Any] = {
-        "benchmark": "trl", "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": command_line(), "machine": machine(),
-        "versions": package_versions(("spice-env", "torch", "transformers", "trl", "lightning",
-                                      "accelerate")),
+        "benchmark": "trl",
+        **envelope(command_line(), ("spice-env", "torch", "transformers", "trl", "lightning",
+                                    "accelerate")),
         "source": source_files(MEASURED_SOURCES),
         "workload": {"model": args.model, "prompts_per_step": args.prompts,
                      "generations_per_prompt": args.generations,
@@ -352,9 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = report(args)
     if args.notes is not None:
         data["notes"] = args.notes.read_text("utf-8").strip()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(data, indent=2) + "\n")
-    args.output.with_suffix(".md").write_text(markdown(data))
+    write_report(data, args.output, markdown)
     print(markdown(data))
     return 0 if "speedup_vs_trl" in data else 1
 

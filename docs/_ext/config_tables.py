@@ -1,10 +1,12 @@
-"""A MkDocs hook used only by the documentation build: configuration fields as tables.
+"""A MkDocs hook used only by the documentation build: configuration fields and metric names
+as tables.
 
 A page line ``<!-- fields: module:Class section -->`` becomes a Markdown table of the fields of
 the pydantic model ``Class`` builds for ``section`` (key, type, default, description), with the
 defaults ``Class()`` gives that section; without a section, of ``Class`` itself. The descriptions
 are the ``Field(description=...)`` texts of the code, so the tables never drift from what the
-config accepts.
+config accepts. A line ``<!-- metrics -->`` becomes the table of the metrics a training run
+logs (:data:`algorithms.metrics.METRICS`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import types
 import typing
 from typing import Any
 
+_METRICS_MARKER = re.compile(r"^<!-- metrics -->$", re.MULTILINE)
 _MARKER = re.compile(r"^<!-- fields: (?P<target>[\w.]+:\w+)(?: (?P<section>\w+))? -->$",
                      re.MULTILINE)
 
@@ -67,6 +70,18 @@ def fields_table(target: str, section: str | None) -> str:
     return "\n".join(rows)
 
 
+def metrics_table() -> str:
+    """The Markdown table of the metric names a run logs and what they mean."""
+    from algorithms.metrics import METRICS
+
+    rows = ["| key | meaning |", "|---|---|"]
+    for metric in METRICS:
+        rows.append(f"| `{metric.key}` | {metric.meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
+
+
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
-    """Replace every fields marker of a page by its table."""
+    """Replace every fields marker of a page by its table, and the metrics marker by the
+    metrics table."""
+    markdown = _METRICS_MARKER.sub(lambda m: metrics_table(), markdown)
     return _MARKER.sub(lambda m: fields_table(m.group("target"), m.group("section")), markdown)

@@ -17,9 +17,10 @@ from typing import Any, Protocol
 import gymnasium as gym
 
 from spice_env.tasks import REASONS
+from spice_env.types import OBSERVATION_KEYS
 
-REQUIRED_KEYS = ("role", "prompt", "messages", "assistant_prefix", "document", "document_id",
-                 "question", "task_format")
+REQUIRED_KEYS = OBSERVATION_KEYS
+"""The keys every observation must carry (those of :class:`~spice_env.types.Observation`)."""
 
 
 class ChallengerLike(Protocol):

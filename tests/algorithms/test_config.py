@@ -36,7 +36,7 @@ def test_yaml_and_dotted_overrides(tmp_path: Path) -> None:
     ({"trainer": {"iterashuns": 3}}, [], "trainer.iterashuns: unknown key"),
     ({}, ["trainer.iterations=0"], "trainer.iterations: Input should be greater than or equal"),
     ({}, ["algorithm.clip_eps=2"], "algorithm.clip_eps: Input should be less than 1"),
-    ({}, ["algorithm.name=sac"], "does not match any of the expected tags"),
+    ({}, ["algorithm.name=sac"], "algorithm: unknown algorithm 'sac'; valid: drgrpo, grpo, ppo"),
     ({}, ["optimizer.lr=fast"], "optimizer.lr: Input should be a valid number"),
     ({}, ["rollout.attempts=4"], "rollout.attempts (N=4) must be at least game.group_size"),
     ({}, ["model.frozen_challenger=big-model"], "set trainer.train_roles to 'reasoner'"),
@@ -87,3 +87,19 @@ def test_extends_merges_sections_and_refuses_cycles(tmp_path: Path) -> None:
     (tmp_path / "odd.yaml").write_text("extends: [1]\n")
     with pytest.raises(ConfigError, match="extends must be a file name"):
         load_config(tmp_path / "odd.yaml")
+
+
+def test_group_size_is_declared_once() -> None:
+    assert build_config({}).reasoner.n == 8 == build_config({}).game.group_size
+    assert build_config({"game": {"group_size": 3}}).reasoner.n == 3
+    derived = build_config({"game": {"group_size": 3}, "reasoner": {"max_new_tokens": 9}})
+    assert derived.reasoner.n == 3 and derived.reasoner.max_new_tokens == 9
+    assert build_config({}).reasoner.max_new_tokens == 512  # the section's own default
+    assert build_config({"game": {"group_size": 2}, "reasoner": {"n": 2}}).reasoner.n == 2
+    with pytest.raises(ConfigError, match=r"reasoner.n \(4\) differs from game.group_size "
+                                          r"\(G=2\)"):
+        build_config({"game": {"group_size": 2}, "reasoner": {"n": 4}})
+    demo = load_config("cpu-demo", ["game.group_size=2", "rollout.attempts=2"])
+    assert demo.reasoner.n == 2 and demo.reasoner.max_new_tokens == 384
+    rebuilt = TrainConfig.model_validate(demo.model_dump(mode="json"))
+    assert rebuilt == demo

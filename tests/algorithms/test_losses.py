@@ -125,3 +125,46 @@ def test_registry_and_tagged_configs() -> None:
         adapter.validate_python({"name": "ppo", "gamma_typo": 0.9})
     with pytest.raises(ValidationError, match="drgrpo"):
         adapter.validate_python({"name": "sac"})
+
+
+def test_a_registered_algorithm_is_usable_from_a_config() -> None:
+    from typing import Literal
+
+    from algorithms.base import AlgorithmBase, AlgorithmConfigBase, group_advantages
+    from algorithms.config import ConfigError, build_config
+    from algorithms.registry import register_algorithm
+
+    class SignConfig(AlgorithmConfigBase):
+        name: Literal["sign"] = "sign"
+        scale: float = 1.0
+
+    class Sign(AlgorithmBase):
+        config_class = SignConfig
+
+        def advantages(self, rewards: torch.Tensor, groups: list[int]) -> object:
+            found = group_advantages(rewards, groups, scale_by_std=False)
+            return type(found)(found.advantages.sign() * self.config.scale,
+                               found.zero_variance, found.groups, found.zero_variance_groups)
+
+        def loss(self, batch: PolicyBatch) -> tuple[torch.Tensor, dict[str, float]]:
+            return -(batch.logprobs * batch.token_advantages()).sum(), {}
+
+    register_algorithm(Sign)
+    try:
+        with pytest.raises(ValueError, match="algorithm named 'sign' exists"):
+            register_algorithm(Sign)
+        config = build_config({}, ["algorithm.name=sign", "algorithm.scale=2"])
+        assert isinstance(config.algorithm, SignConfig) and config.algorithm.scale == 2.0
+        assert config.model_dump()["algorithm"] == {**AlgorithmConfigBase().model_dump(),
+                                                    "name": "sign", "scale": 2.0}
+        algorithm = make_algorithm(config.algorithm)
+        assert isinstance(algorithm, Sign) and algorithm.zero_advantage_inert
+        found = algorithm.advantages(torch.tensor([1.0, 0.0]), [0, 0])
+        assert found.advantages.tolist() == [2.0, -2.0]
+        with pytest.raises(ConfigError, match=r"algorithm.scal: unknown key \(did you mean "
+                                              r"algorithm.scale\?\)"):
+            build_config({}, ["algorithm.name=sign", "algorithm.scal=2"])
+    finally:
+        ALGORITHMS.unregister("sign")
+    with pytest.raises(TypeError, match="config_class"):
+        register_algorithm(int)

@@ -213,7 +213,7 @@ def test_a_real_user_error_through_the_console_script(tmp_path: Path) -> None:
 
 
 def test_a_last_pointer_is_a_model_argument(tmp_path: Path) -> None:
-    from spice_cli.main import _check_model_argument
+    from spice_cli.common import check_model_argument as _check_model_argument
 
     pointer = tmp_path / "run" / "checkpoints" / "last"
     pointer.parent.mkdir(parents=True)
@@ -258,7 +258,7 @@ def test_the_long_cpu_evaluation_warning_names_the_levers(
     import torch
 
     from benchmarks.evaluation import EvalSettings, suite_benchmarks
-    from spice_cli.main import _warn_if_long
+    from spice_cli.evaluate import warn_if_long as _warn_if_long
 
     class Backend:
         model = torch.nn.Linear(1000, 630, device="meta")  # 0.63M parameters: quick ...

@@ -72,7 +72,7 @@ def test_register_and_callable() -> None:
             register_challenger_reward("test_always_half", always_half)
         register_challenger_reward("test_always_half", always_half, overwrite=True)
     finally:
-        CHALLENGER_REWARDS.pop("test_always_half")
+        CHALLENGER_REWARDS.unregister("test_always_half")
     assert get_challenger_reward(always_half) is always_half
     with pytest.raises(TypeError):
         register_challenger_reward("x", 3)  # type: ignore[arg-type]

@@ -1,13 +1,21 @@
-"""What every performance benchmark records beside its numbers: machine, versions, source."""
+"""What every benchmark report carries and how it is written.
+
+:func:`envelope` is the part every report shares: the command that made it, the date, the
+machine (CPU, cores, RAM, load) and the package versions; :func:`write_report` writes a report
+as JSON with its Markdown (and a PNG, when the benchmark draws one) beside it. Every benchmark
+and every ``spice`` command that writes a report goes through both.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -74,3 +82,29 @@ def command_line() -> str:
     if script.is_absolute() and script.is_relative_to(Path.cwd()):
         script = script.relative_to(Path.cwd())
     return " ".join(["python", script.as_posix(), *sys.argv[1:]])
+
+
+def envelope(command: str, packages: Sequence[str], *, started: datetime | None = None
+             ) -> dict[str, Any]:
+    """The fields every report starts with: ``command``, ``date`` (ISO, UTC; ``started`` or
+    now), ``machine`` and ``versions`` (Python and ``packages``)."""
+    when = started or datetime.now(UTC)
+    return {"command": command, "date": when.isoformat(timespec="seconds"),
+            "machine": machine(), "versions": package_versions(packages)}
+
+
+def write_report(report: Mapping[str, Any], output: Path,
+                 markdown: Callable[[Any], str] | None = None,
+                 plot: Callable[[Any, Path], Any] | None = None) -> list[Path]:
+    """Write ``report`` as JSON to ``output``, its Markdown to ``output`` with ``.md`` and its
+    picture to ``.png`` (each when its function is given); the paths written."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    written = [output]
+    if markdown is not None:
+        written.append(output.with_suffix(".md"))
+        written[-1].write_text(markdown(report), "utf-8")
+    if plot is not None:
+        written.append(output.with_suffix(".png"))
+        plot(report, written[-1])
+    return written
