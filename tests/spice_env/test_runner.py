@@ -143,3 +143,17 @@ def test_sharding_and_resume(verifier: Verifier) -> None:
                         verifier=verifier)
     fresh.load_state_dict(state)
     assert ids(fresh) + ids(fresh) == expected
+
+
+def test_the_runner_takes_a_game_config_and_a_loaded_corpus(verifier: Verifier) -> None:
+    from spice_env.corpus import load_corpus
+    from spice_env.game import GameConfig
+
+    corpus = load_corpus("embedded:math")
+    game = GameConfig(group_size=2, challenger_reward="threshold", task_formats="mcq")
+    runner = SpiceRunner(corpus, game=game, batch_size=2, attempts=2, verifier=verifier)
+    assert runner.config is game and len(runner.corpus) == len(corpus)
+    rollout = runner.run(lambda obs, n: [["junk"] * n for _ in obs])
+    assert {d.task_format for d in rollout.documents} == {"mcq"}
+    with pytest.raises(TypeError, match="not both"):
+        SpiceRunner(corpus, game=game, group_size=2, verifier=verifier)
