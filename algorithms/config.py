@@ -72,10 +72,12 @@ class ModelConfig(_Section):
 class RolloutConfig(_Section):
     """What one iteration samples (Algorithm 1's B and N; G is ``game.group_size``)."""
 
-    corpus: str | dict[str, float] = Field(default="embedded:math", description="A corpus "
-                                           "spec (`embedded`, `embedded:math`, a file or "
-                                           "folder, `hf:<dataset id>[:split]`) or a weighted "
-                                           "mixture `{spec: weight}`.")
+    corpus: str | dict[str, Any] | list[dict[str, Any]] = Field(
+        default="embedded:math", description="A corpus spec (`embedded`, `embedded:math`, a "
+        "file or folder, `hf:<dataset id>[:split]`), a weighted mixture `{spec: weight}`, a "
+        "dataset entry `{hf: <hub id or folder>, config, split, text: <field or template such "
+        "as '{question}\\n\\n{reference_answer}'>, weight, max_records}`, or a list of entries "
+        "(a mixture by their weights).")
     batch_size: int = Field(default=8, ge=1, description="B: documents per iteration and "
                             "process (the global batch is B × processes).")
     attempts: int = Field(default=8, ge=1, description="N: Challenger attempts per document.")
@@ -85,6 +87,42 @@ class RolloutConfig(_Section):
                                     "records from each hf: dataset (None: all).")
     text_field: str | None = Field(default=None, description="The record field holding the "
                                    "text (default: the first of the usual names present).")
+
+    @field_validator("corpus", mode="before")
+    @classmethod
+    def _corpus_form(cls, value: Any) -> Any:
+        from spice_env.corpus import CorpusError
+        from spice_env.readers import DatasetEntry, is_entry
+
+        entries = value if isinstance(value, list) else [value] if isinstance(value, dict) \
+            and is_entry(value) else []
+        if isinstance(value, list) and not value:
+            raise ValueError("a list of corpus entries needs at least one entry")
+        if not isinstance(value, str | dict | list):
+            raise ValueError("give a corpus spec, a {spec: weight} mapping, a dataset entry or a "
+                             "list of entries")
+        try:
+            for entry in entries:
+                if not isinstance(entry, dict) or not is_entry(entry):
+                    raise CorpusError(f"each corpus list item is an entry with an 'hf' key, got "
+                                      f"{entry!r}")
+                DatasetEntry.parse(entry)
+        except CorpusError as error:
+            raise ValueError(str(error)) from None
+        if isinstance(value, dict) and not entries:
+            bad = {k: w for k, w in value.items() if isinstance(w, bool)
+                   or not isinstance(w, int | float)}
+            if bad:
+                raise ValueError(f"a mixture maps specs to numeric weights; got {bad!r} (a "
+                                 "dataset entry needs an 'hf' key)")
+        return value
+
+    def corpus_spec(self) -> Any:
+        """The corpus as :func:`spice_env.corpus.load_corpus` takes it (plain copies)."""
+        value = self.corpus
+        if isinstance(value, list):
+            return [dict(entry) for entry in value]
+        return dict(value) if isinstance(value, dict) else value
 
 
 class OptimizerConfig(_Section):

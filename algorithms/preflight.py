@@ -194,9 +194,8 @@ def check_corpus(config: TrainConfig) -> list[Any]:
     """The corpus spec resolves and its first records hold text."""
     from spice_env.corpus import CorpusError, peek_corpus
 
-    spec = config.rollout.corpus
     try:
-        return peek_corpus(spec if isinstance(spec, str) else dict(spec),
+        return peek_corpus(config.rollout.corpus_spec(),
                            text_field=config.rollout.text_field)
     except CorpusError as error:
         raise PreflightError(f"rollout.corpus: {error}") from None

@@ -195,8 +195,7 @@ class SpiceTrainer:
         # the corpus (and its held-out part) before the generation engines start: a corpus
         # that cannot give what the config asks fails before the expensive part
         corpus = self.evaluator.hold_out(load_corpus(
-            cfg.rollout.corpus if isinstance(cfg.rollout.corpus, str)
-            else dict(cfg.rollout.corpus), max_tokens=cfg.rollout.max_document_tokens,
+            cfg.rollout.corpus_spec(), max_tokens=cfg.rollout.max_document_tokens,
             tokenizer=tokenizer, text_field=cfg.rollout.text_field,
             limit=cfg.rollout.max_records))
         engine = PolicyEngine(cfg, fabric, learner.model, tokenizer, precision=self.precision,

@@ -170,8 +170,7 @@ def run_probe(run: str | Path, settings: ProbeSettings | None = None, *,
                          f"{', '.join(map(str, iterations))}")
     frozen_point = points[iterations.index(freeze)]
     sweep = [p for p in points if p.iteration >= freeze]
-    corpus_spec = config.rollout.corpus
-    corpus = load_corpus(corpus_spec if isinstance(corpus_spec, str) else dict(corpus_spec),
+    corpus = load_corpus(config.rollout.corpus_spec(),
                          max_tokens=config.rollout.max_document_tokens,
                          text_field=config.rollout.text_field, limit=config.rollout.max_records)
     rng = np.random.default_rng([settings.seed, 2025])

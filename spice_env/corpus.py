@@ -34,7 +34,11 @@ from spice_env.readers import (
     TEXT_FIELDS,
     CorpusError,
     CorpusStats,
+    DatasetEntry,
     Record,
+    as_entry,
+    is_entry,
+    read_entry,
     read_hf,
     read_jsonl,
     read_path,
@@ -280,6 +284,9 @@ def _documents_from_records(
 
 def _records_for(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats
                  ) -> tuple[Iterable[Record], str]:
+    if is_entry(spec):
+        entry = as_entry(spec)
+        return read_entry(entry, text_field, limit, stats), entry.label
     if isinstance(spec, Path):
         return read_path(spec, text_field, stats), str(spec)
     if isinstance(spec, str):
@@ -335,9 +342,13 @@ def load_corpus(
         return spec
     if spec == "embedded":
         spec = {"embedded:math": 0.5, "embedded:general": 0.5}
-    if isinstance(spec, Mapping):
-        return _load_mixture(spec, max_tokens=max_tokens, tokenizer=tokenizer,
-                             text_field=text_field, limit=limit)
+    options: dict[str, Any] = {"max_tokens": max_tokens, "tokenizer": tokenizer,
+                               "text_field": text_field, "limit": limit}
+    if isinstance(spec, Mapping) and not is_entry(spec):
+        return _load_mixture(list(spec.items()), **options)
+    if _entries(spec):
+        parsed = [as_entry(e) for e in spec]  # type: ignore[union-attr]
+        return _load_mixture([(e, e.weight) for e in parsed], **options)
     stats = CorpusStats()
     records, name = _records_for(spec, text_field, limit, stats)
     docs = _documents_from_records(records, max_tokens, token_counter(tokenizer), stats, set())
@@ -388,22 +399,14 @@ def peek_corpus(spec: CorpusSpec, *, records: int = 8, text_field: str | None = 
     """
     if spec == "embedded":
         spec = {"embedded:math": 0.5, "embedded:general": 0.5}
-    if isinstance(spec, Mapping):
-        if not spec:
-            raise CorpusError("a corpus mixture needs at least one component")
-        total = 0.0
-        for part, weight in spec.items():
-            _check_weight(part, weight)
-            total += float(weight)
-        if total <= 0:
-            raise CorpusError("the corpus mixture's weights are all 0")
-        out = []
-        for part, weight in spec.items():
-            for inner in peek_corpus(part, records=records, text_field=text_field):
-                out.append(SourcePeek(f"{part}/{inner.name}" if inner.name != part else part,
-                                      float(weight) / total * inner.weight, inner.records,
-                                      inner.documents, inner.first))
-        return out
+    parts: list[tuple[Any, float, str]] | None = None
+    if isinstance(spec, Mapping) and not is_entry(spec):
+        parts = [(part, weight, str(part)) for part, weight in spec.items()]
+    elif _entries(spec):
+        entries = [as_entry(e) for e in spec]  # type: ignore[union-attr]
+        parts = [(_entry_spec(e), e.weight, e.label) for e in entries]
+    if parts is not None:
+        return _peek_mixture(parts, records=records, text_field=text_field)
     stats = CorpusStats()
     found, name = _records_for(spec, text_field, records, stats)
     head = list(itertools.islice(found, records))
@@ -415,6 +418,25 @@ def peek_corpus(spec: CorpusSpec, *, records: int = 8, text_field: str | None = 
     return [SourcePeek(name, 1.0, len(head), len(docs), docs[0].text[:80])]
 
 
+def _peek_mixture(parts: Sequence[tuple[Any, float, str]], *, records: int,
+                  text_field: str | None) -> list[SourcePeek]:
+    if not parts:
+        raise CorpusError("a corpus mixture needs at least one component")
+    total = 0.0
+    for _, weight, label in parts:
+        _check_weight(label, weight)
+        total += float(weight)
+    if total <= 0:
+        raise CorpusError("the corpus mixture's weights are all 0")
+    out = []
+    for part, weight, label in parts:
+        for inner in peek_corpus(part, records=records, text_field=text_field):
+            out.append(SourcePeek(f"{label}/{inner.name}" if inner.name != label else label,
+                                  float(weight) / total * inner.weight, inner.records,
+                                  inner.documents, inner.first))
+    return out
+
+
 def _check_weight(part: Any, weight: Any) -> None:
     if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0 \
             or not math.isfinite(weight):
@@ -422,15 +444,23 @@ def _check_weight(part: Any, weight: Any) -> None:
             f"mixture weight of {part!r} must be a finite number >= 0, got {weight!r}")
 
 
-def _load_mixture(spec: Mapping[str, float], **kwargs: Any) -> Corpus:
-    if not spec:
+def _entries(spec: Any) -> bool:
+    """Whether ``spec`` is a list of dataset entries (a weighted mixture of them)."""
+    return (isinstance(spec, Sequence) and not isinstance(spec, str) and bool(spec)
+            and all(is_entry(item) for item in spec))
+
+
+def _load_mixture(parts: Sequence[tuple[Any, float]], **kwargs: Any) -> Corpus:
+    if not parts:
         raise CorpusError("a corpus mixture needs at least one component")
     docs: list[Document] = []
     components: list[tuple[str, list[int], float]] = []
     stats = CorpusStats()
-    for part, weight in spec.items():
+    for part, weight in parts:
         _check_weight(part, weight)
-        corpus = load_corpus(part, **kwargs)
+        entry = part if isinstance(part, DatasetEntry) else None
+        corpus = load_corpus(_entry_spec(entry) if entry else part, **kwargs)
+        part = entry.label if entry else part
         stats.merge(corpus.stats)
         offset = len(docs)
         nested = len(corpus.components) > 1
@@ -439,5 +469,11 @@ def _load_mixture(spec: Mapping[str, float], **kwargs: Any) -> Corpus:
             name = f"{part}/{inner}" if nested else str(part)
             components.append((name, [offset + int(i) for i in indices], weight * float(share)))
         docs.extend(corpus.documents)
-    name = " + ".join(f"{w:g}*{p}" for p, w in spec.items())
+    name = " + ".join(f"{w:g}*{p.label if isinstance(p, DatasetEntry) else p}" for p, w in parts)
     return Corpus(docs, name=name, stats=stats, components=components)
+
+
+def _entry_spec(entry: DatasetEntry) -> dict[str, Any]:
+    """A parsed entry as the mapping that loads it alone."""
+    return {"hf": entry.source, "config": entry.config, "split": entry.split,
+            "text": entry.text, "max_records": entry.max_records}

@@ -8,6 +8,7 @@ import csv
 import itertools
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -216,3 +217,162 @@ def read_hf(spec: str, text_field: str | None, limit: int | None, stats: CorpusS
     stats.files_read += 1
     rows = dataset if limit is None else itertools.islice(dataset, limit)
     yield from rows_to_records(rows, f"hf:{name}:{split}", text_field, stats)
+
+
+# --- dataset entries ------------------------------------------------------------------------------
+
+ENTRY_KEYS = ("hf", "config", "split", "text", "weight", "max_records")
+"""The keys of a corpus entry given as a mapping (``hf`` is required)."""
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset of a corpus: ``{hf: <hub id, local folder or datasets object>, config: <name>,
+    split: <split>, text: <field or "{a}\\n\\n{b}" template>, weight: <w>, max_records: <n>}``.
+
+    Attributes:
+        source: a hub id, a local dataset folder (files with a README ``configs:`` section, or a
+            folder written by ``save_to_disk``), or a ``datasets`` object.
+        config: the dataset's config name (None: its default).
+        split: the split (``train`` unless given).
+        text: the field holding the text, or a template naming fields in braces; None: the first
+            of :data:`TEXT_FIELDS` present.
+        weight: the entry's weight in a mixture.
+        max_records: read at most this many records (None: the loader's limit, else all).
+    """
+
+    source: Any
+    config: str | None = None
+    split: str = "train"
+    text: str | None = None
+    weight: float = 1.0
+    max_records: int | None = None
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any]) -> DatasetEntry:
+        """Check a mapping's keys and values (a :class:`CorpusError` names the problem)."""
+        unknown = sorted(set(map(str, spec)) - set(ENTRY_KEYS))
+        if unknown:
+            raise CorpusError(f"corpus entry: unknown key(s) {', '.join(unknown)}; an entry has "
+                              f"{', '.join(ENTRY_KEYS)}")
+        source = spec.get("hf")
+        if (isinstance(source, str) and not source.strip()) or source is None:
+            raise CorpusError("corpus entry: 'hf' must name a dataset (hub id or folder)")
+        for key in ("config", "split", "text"):
+            if spec.get(key) is not None and (not isinstance(spec[key], str)
+                                              or not spec[key].strip()):
+                raise CorpusError(f"corpus entry {source!r}: {key} must be a non-empty string, "
+                                  f"got {spec[key]!r}")
+        weight = spec.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0 \
+                or not math.isfinite(weight):
+            raise CorpusError(f"corpus entry {source!r}: weight must be a finite number >= 0, "
+                              f"got {weight!r}")
+        most = spec.get("max_records")
+        if most is not None and (isinstance(most, bool) or not isinstance(most, int)
+                                 or most < 1):
+            raise CorpusError(f"corpus entry {source!r}: max_records must be an integer >= 1, "
+                              f"got {most!r}")
+        text = spec.get("text")
+        if text is not None and "{" in text:
+            bad = [name for name in _PLACEHOLDER.findall(text)
+                   if not _FIELD_NAME.fullmatch(name)]
+            if bad or text.count("{") != len(_PLACEHOLDER.findall(text)):
+                raise CorpusError(f"corpus entry {source!r}: text template {text!r} may only "
+                                  "name fields in braces, such as '{question}\\n\\n{answer}'")
+        return cls(source=source, config=spec.get("config"), split=spec.get("split") or "train",
+                   text=text, weight=float(weight), max_records=most)
+
+    @property
+    def label(self) -> str:
+        """How the entry is named in the corpus and its documents' sources."""
+        where = self.source if isinstance(self.source, str) else type(self.source).__name__
+        config = f"/{self.config}" if self.config else ""
+        return f"hf:{where}{config}:{self.split}"
+
+
+def is_entry(spec: Any) -> bool:
+    """Whether ``spec`` is a corpus entry: a mapping with an ``hf`` key, or a datasets object."""
+    return (isinstance(spec, Mapping) and "hf" in spec) or _is_datasets_object(spec)
+
+
+def as_entry(spec: Any) -> DatasetEntry:
+    """A corpus entry from a mapping or a datasets object (see :func:`is_entry`)."""
+    return DatasetEntry.parse({"hf": spec} if _is_datasets_object(spec) else spec)
+
+
+def _is_datasets_object(value: Any) -> bool:
+    module = type(value).__module__
+    return module.startswith("datasets.") and type(value).__name__ in (
+        "Dataset", "IterableDataset", "DatasetDict", "IterableDatasetDict")
+
+
+def _saved_to_disk(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in (
+        "dataset_info.json", "state.json", "dataset_dict.json"))
+
+
+def _entry_rows(entry: DatasetEntry) -> Iterable[Any]:
+    """The rows of an entry's split."""
+    try:
+        import datasets
+    except ImportError as exc:  # pragma: no cover - datasets is a dependency
+        raise CorpusError("the 'datasets' package is needed for dataset corpora") from exc
+    found: Any = entry.source
+    if isinstance(found, str):
+        path = Path(found).expanduser()
+        try:
+            if _saved_to_disk(path):
+                found = datasets.load_from_disk(str(path))
+            else:
+                return datasets.load_dataset(found, entry.config, split=entry.split,
+                                             streaming=True)
+        except Exception as exc:  # the hub, a missing config or split: one message
+            config = f", config {entry.config!r}" if entry.config else ""
+            raise CorpusError(f"could not load dataset {found!r}{config} (split "
+                              f"{entry.split!r}): {' '.join(str(exc).split())[:500]}") from exc
+    if isinstance(found, Mapping) or type(found).__name__.endswith("DatasetDict"):
+        if entry.split not in found:
+            raise CorpusError(f"dataset {entry.label}: no split {entry.split!r}; it has "
+                              f"{', '.join(map(str, found))}")
+        found = found[entry.split]
+    return found
+
+
+def read_entry(entry: DatasetEntry, text_field: str | None, limit: int | None,
+               stats: CorpusStats) -> Iterator[Record]:
+    """The records of a dataset entry (its text field or template, at most ``max_records``)."""
+    rows = _entry_rows(entry)
+    stats.files_read += 1
+    most = entry.max_records or limit
+    if most is not None:
+        rows = itertools.islice(rows, most)
+    if entry.text is not None and "{" in entry.text:
+        yield from _templated(rows, entry.text, entry.label, stats)
+    else:
+        yield from rows_to_records(rows, entry.label, entry.text or text_field, stats)
+
+
+def _fill(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each ``{field}`` replaced by its value (nothing else is interpreted)."""
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+def _templated(rows: Iterable[Any], template: str, source: str, stats: CorpusStats
+               ) -> Iterator[Record]:
+    """Records whose text fills ``template``'s ``{field}`` placeholders from each row."""
+    names = _PLACEHOLDER.findall(template)
+    for index, row in enumerate(rows):
+        stats.records_read += 1
+        where = f"{source} record {index}"
+        missing = [n for n in names if not isinstance(row, Mapping) or row.get(n) is None]
+        if missing:
+            stats.malformed_skipped += 1
+            stats.record_error(f"{where}: no field(s) {', '.join(missing)} for the text template")
+            continue
+        text = _fill(template, {name: str(row[name]) for name in names})
+        meta = {k: v for k, v in row.items()
+                if isinstance(v, int | float | bool) or _short_str(v)}
+        yield Record(text, source, meta)

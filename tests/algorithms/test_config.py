@@ -103,3 +103,28 @@ def test_group_size_is_declared_once() -> None:
     assert demo.reasoner.n == 2 and demo.reasoner.max_new_tokens == 384
     rebuilt = TrainConfig.model_validate(demo.model_dump(mode="json"))
     assert rebuilt == demo
+
+
+def test_corpus_entries_in_a_config(tmp_path: Path) -> None:
+    from algorithms.preflight import check_corpus
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(f'{{"question": "Q{i}: {"word " * 30}", "reference_answer": "{i}"}}\n'
+                            for i in range(4)))
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(rows.read_text())
+    config = build_config({"rollout": {"corpus": [
+        {"hf": str(folder), "text": "{question}\n\n{reference_answer}", "weight": 0.5},
+        {"hf": str(folder), "text": "question", "weight": 0.5, "max_records": 2}]}})
+    assert isinstance(config.rollout.corpus_spec(), list)
+    peeked = check_corpus(config)
+    assert [round(p.weight, 2) for p in peeked] == [0.5, 0.5]
+    assert peeked[0].first.startswith("Q0:")
+    single = build_config({"rollout": {"corpus": {"hf": str(folder), "text": "question"}}})
+    assert len(check_corpus(single)) == 1
+    for bad, message in ((["embedded"], "each corpus list item is an entry"),
+                         ({"hf": str(folder), "splt": "x"}, "unknown key"),
+                         ({"embedded:math": "half"}, "numeric weights"), ([], "at least one")):
+        with pytest.raises(ConfigError, match=message):
+            build_config({"rollout": {"corpus": bad}})
