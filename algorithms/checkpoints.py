@@ -32,6 +32,7 @@ from algorithms.run_folder import (
     resolve_checkpoint,
     run_folder_of,
 )
+from algorithms.sharding import is_sharded_checkpoint, read_sharded_model
 
 __all__ = ["checkpoint_iteration", "export_policy", "load_checkpoint_policy", "load_policy",
            "resolve_checkpoint", "run_config", "run_of"]
@@ -90,22 +91,15 @@ def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = N
     config = run_config(path)
     loaded = load_model(config.model.name, dtype=torch.float32, device="cpu",
                         trust_remote_code=trust_remote_code)
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path} is not a spice-env checkpoint (no 'model' entry)")
     module = loaded.model
     if config.trainer.lora_rank:
         from algorithms.lora import with_lora
 
         module = with_lora(module, config.trainer.lora_rank)
-    missing, unexpected = module.load_state_dict(state["model"], strict=False)
-    # tied output embeddings may be stored once; anything else missing is a mismatch
-    if getattr(loaded.model.config, "tie_word_embeddings", False):
-        missing = [k for k in missing if not k.endswith("lm_head.weight")]
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match {config.model.name}: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
-    del state
+    if is_sharded_checkpoint(path):  # written under FSDP: read the shards in this process
+        read_sharded_model(path, module)
+    else:
+        _read_model(path, module, config.model.name)
     if config.trainer.lora_rank:
         module = module.merge_and_unload()
     from agents.models import cast_parameters, default_dtype
@@ -116,6 +110,20 @@ def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = N
     module.eval()
     return LoadedModel(model=module, tokenizer=loaded.tokenizer,
                        source=f"{path} (base {config.model.name})")
+
+
+def _read_model(path: Path, module: Any, base: str) -> None:
+    """Load the model entry of a single-file checkpoint into ``module``."""
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    if not isinstance(state, dict) or "model" not in state:
+        raise ValueError(f"{path} is not a spice-env checkpoint (no 'model' entry)")
+    missing, unexpected = module.load_state_dict(state["model"], strict=False)
+    # tied output embeddings may be stored once; anything else missing is a mismatch
+    if getattr(module.config, "tie_word_embeddings", False):
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match {base}: missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]}")
 
 
 def load_policy(name_or_path: str | os.PathLike[str], *, dtype: Any = None, device: str = "cpu",
@@ -151,7 +159,7 @@ def export_policy(name_or_path: str | os.PathLike[str], work_dir: str | os.PathL
         return str(RunFolder(path).export_dir)
     if checkpoint is None:
         return os.fspath(name_or_path)
-    stat = checkpoint.stat()
+    stat = (checkpoint / ".metadata" if checkpoint.is_dir() else checkpoint).stat()
     key = hashlib.sha256(f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
                          ).hexdigest()[:10]
     folder = Path(work_dir) / f"{checkpoint.parent.parent.name}-{checkpoint.stem}-{key}"

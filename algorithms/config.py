@@ -155,8 +155,10 @@ class TrainerConfig(_Section):
                                                                       description="Fabric "
                                                                       "accelerator.")
     strategy: Literal["auto", "ddp", "fsdp"] = Field(default="auto", description="Fabric "
-                                                     "strategy (fsdp is refused at start-up "
-                                                     "until its weight gathering exists).")
+                                                     "strategy: ddp replicates the policy on "
+                                                     "every process; fsdp shards its "
+                                                     "parameters, gradients and optimiser state "
+                                                     "over them (FSDP2, sharded checkpoints).")
     devices: int | Literal["auto"] = Field(default="auto", description="Processes/devices.")
     num_nodes: int = Field(default=1, ge=1, description="Machines.")
     precision: Literal["auto", "bf16-true", "bf16-mixed", "32-true", "16-mixed"] = Field(
@@ -315,6 +317,9 @@ class TrainConfig(_Section):
         if self.model.frozen_challenger and self.trainer.train_roles == "both":
             raise ValueError("a frozen challenger does not train: set trainer.train_roles to "
                              "'reasoner'")
+        if self.trainer.strategy == "fsdp" and self.trainer.precision == "16-mixed":
+            raise ValueError("trainer.strategy=fsdp takes precision bf16-mixed, bf16-true or "
+                             "32-true, not 16-mixed")
         return self
 
 

@@ -26,6 +26,34 @@ from agents.self_play import SelfPlayAgent
 from algorithms.config import TrainConfig
 from algorithms.launch import MIXED, compute_dtype
 from algorithms.lora import merged_lora_weights
+from algorithms.sharding import gathered, is_sharded
+
+
+def generation_copy(config: TrainConfig, module: Any, precision: str, device: Any
+                    ) -> Any | None:
+    """The hf backend's generation copy of the policy ``module`` on ``device``, or ``None``
+    when the trained module can generate itself (float32 or bf16-true on one replica).
+
+    Under mixed precision the copy holds the compute-dtype parameters (made once, refreshed in
+    place after each update); under FSDP every rank needs a full copy, since the trained
+    module is sharded. The buffers (rotary frequencies) stay as the trained module has them,
+    so the copy samples from the policy that is trained.
+    """
+    if config.model.backend != "hf":
+        return None
+    if precision not in MIXED and config.trainer.strategy != "fsdp":
+        return None
+    dtype = compute_dtype(precision) if precision in MIXED else next(module.parameters()).dtype
+    return cast_parameters(copy.deepcopy(module), dtype, device).eval().requires_grad_(False)
+
+
+def vllm_rank_options(fabric: Any) -> dict[str, Any]:
+    """Engine options for one vLLM engine per rank: under several processes (on GPUs) each rank
+    runs its engine inside its own process (vLLM's ``external_launcher``) with a share of its
+    GPU, and sleep mode frees the engine's memory during the update."""
+    if fabric.world_size == 1 or fabric.device.type != "cuda":
+        return {}
+    return {"distributed_executor_backend": "external_launcher", "sleep_mode": True}
 
 
 class PolicyEngine:
@@ -38,16 +66,20 @@ class PolicyEngine:
         tokenizer: its tokenizer.
         precision: the resolved precision.
         source: where the policy's weights were loaded from (a vLLM engine starts from it).
+        generator: the hf backend's generation copy, from :func:`generation_copy` (made before
+            the policy is sharded); by default one is made from ``model`` when it is needed.
         agent_wrapper: wraps each generating agent (see :class:`~algorithms.trainer.SpiceTrainer`).
     """
 
     def __init__(self, config: TrainConfig, fabric: Any, model: Any, tokenizer: Any, *,
-                 precision: str, source: str,
+                 precision: str, source: str, generator: Any = None,
                  agent_wrapper: Callable[[SelfPlayAgent], Any] | None = None) -> None:
         self.config, self.fabric, self.model = config, fabric, model
         self.precision = precision
         self.shares_module = False
-        self.agent = SelfPlayAgent(self._backend(tokenizer, source), challenger=config.challenger,
+        self.sharded = is_sharded(model)
+        self.agent = SelfPlayAgent(self._backend(tokenizer, source, generator),
+                                   challenger=config.challenger,
                                    reasoner=config.reasoner, template=config.model.template)
         self.player: Any = agent_wrapper(self.agent) if agent_wrapper else self.agent
         try:
@@ -59,24 +91,24 @@ class PolicyEngine:
         if self.frozen is not None:
             self.frozen_player = agent_wrapper(self.frozen) if agent_wrapper else self.frozen
 
-    def _backend(self, tokenizer: Any, source: str) -> Any:
+    def _backend(self, tokenizer: Any, source: str, generator: Any) -> Any:
         cfg = self.config
         original = self.model.module
         if cfg.model.backend == "hf":
             from agents.backends.hf import HFBackend
 
-            if self.precision in MIXED:  # generate in the compute dtype from a synced copy
-                # parameters only: the buffers (rotary frequencies) stay as the trained
-                # module has them, so the copy samples from the policy that is trained
-                generator = cast_parameters(copy.deepcopy(original), compute_dtype(
-                    self.precision)).eval().requires_grad_(False)
-            else:
+            if generator is None and self.sharded:
+                raise ValueError("a sharded policy generates from a copy made before it was "
+                                 "sharded: pass generator=generation_copy(...)")
+            if generator is None:
+                generator = generation_copy(cfg, original, self.precision, self.fabric.device)
+            if generator is None:  # generate with the trained module itself
                 generator, self.shares_module = original, True
             return HFBackend(generator, tokenizer, **cfg.model.backend_options)
         from agents.backends.vllm import VLLMBackend
 
         options = {"seed": cfg.trainer.seed + self.fabric.global_rank,
-                   **cfg.model.backend_options}
+                   **vllm_rank_options(self.fabric), **cfg.model.backend_options}
         dtype_name = str(compute_dtype(self.precision)).removeprefix("torch.") \
             if self.fabric.device.type == "cuda" else None  # the CPU default (float32) is right
         backend = VLLMBackend(source, dtype=dtype_name,
@@ -122,18 +154,27 @@ class PolicyEngine:
         return nullcontext()
 
     def export_weights(self) -> list[tuple[str, torch.Tensor]]:
-        """The policy's weights under transformers names (LoRA deltas merged in)."""
+        """The policy's weights under transformers names (LoRA deltas merged in). A sharded
+        policy's must be read inside :func:`~algorithms.sharding.gathered`."""
         original = self.model.module
         if self.config.trainer.lora_rank:
             return merged_lora_weights(original)
         return [(name, p.detach()) for name, p in original.named_parameters()]
 
+    def rest(self) -> None:
+        """Free generation memory before the update where the backend can (a vLLM engine in
+        sleep mode); the next :meth:`sync` or generation wakes it."""
+        sleep = getattr(self.agent.backend, "sleep", None)
+        if callable(sleep):
+            sleep()
+
     def sync(self) -> None:
         """Bring the trained weights to the generation backend (nothing to do when it
-        generates with the trained module)."""
+        generates with the trained module); sharded weights are gathered for it (every rank
+        calls it)."""
         if self.shares_module:
             return
-        with torch.no_grad():
+        with gathered(self.model):
             if self.config.model.backend == "hf":  # a copy of the trained module, adapters too
                 self.agent.backend.update_weights(
                     [(n, p.detach()) for n, p in self.model.module.named_parameters()])
@@ -141,22 +182,30 @@ class PolicyEngine:
                 self.agent.backend.update_weights(self.export_weights())
 
     def export(self, folder: Path, tokenizer: Any) -> Path | None:
-        """Save the policy (LoRA merged) and tokenizer as a transformers folder (rank 0)."""
-        if self.fabric.global_rank != 0:
-            self.fabric.barrier()
-            return None
+        """Save the policy (LoRA merged) and tokenizer as a transformers folder (rank 0; every
+        rank calls it, since sharded weights are gathered first)."""
+        written = None
+        with gathered(self.model):
+            if self.fabric.global_rank == 0:
+                written = self._save_export(folder, tokenizer)
+        self.fabric.barrier()
+        return written
+
+    def _save_export(self, folder: Path, tokenizer: Any) -> Path:
         original = self.model.module
         temporary = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(temporary, ignore_errors=True)
         if self.config.trainer.lora_rank:  # the merged weights, leaving the adapters in place
             base = original.get_base_model()
             base.save_pretrained(temporary, state_dict=dict(merged_lora_weights(original)))
+        elif self.sharded:  # the gathered tensors; the module itself is an FSDP wrapper class
+            original.save_pretrained(temporary, state_dict={
+                name: p.detach() for name, p in original.named_parameters()})
         else:
             original.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(temporary, folder)
-        self.fabric.barrier()
         return folder
 
     def close(self) -> None:

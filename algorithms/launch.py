@@ -49,11 +49,16 @@ def make_fabric(config: TrainConfig, resume_iteration: int | None = None) -> Any
     from lightning.fabric import Fabric
 
     section = config.trainer
-    return Fabric(accelerator=section.accelerator, strategy=section.strategy,
+    strategy: Any = section.strategy
+    plugins: list[Any] = [_streaming_checkpoint_io()]
+    if strategy == "fsdp":  # FSDP2; it writes sharded checkpoints with its own I/O
+        from algorithms.sharding import fsdp_strategy
+
+        strategy, plugins = fsdp_strategy(), []
+    return Fabric(accelerator=section.accelerator, strategy=strategy,
                   devices=section.devices, num_nodes=section.num_nodes,
                   precision=resolve_precision(section.precision, section.accelerator),  # type: ignore[arg-type]
-                  loggers=_loggers(config, resume_iteration),
-                  plugins=[_streaming_checkpoint_io()])
+                  loggers=_loggers(config, resume_iteration), plugins=plugins)
 
 
 def _streaming_checkpoint_io() -> Any:

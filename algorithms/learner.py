@@ -21,6 +21,7 @@ from algorithms.base import Algorithm
 from algorithms.config import TrainConfig
 from algorithms.launch import compute_dtype, gather
 from algorithms.samples import TrainingSample, learning_samples, policy_loss
+from algorithms.sharding import full_value, gathered
 
 
 def make_adamw(parameters: list[torch.nn.Parameter], *, fused: bool = True, **options: Any
@@ -157,7 +158,7 @@ class Learner:
                                          max_norm=cfg.optimizer.grad_clip,
                                          error_if_nonfinite=False)
             if norm is not None:
-                metrics["grad_norm"] = float(norm)
+                metrics["grad_norm"] = float(full_value(norm))  # a DTensor under FSDP
         metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
         self.optimizer.step()
         self.scheduler.step()
@@ -176,6 +177,7 @@ class Learner:
         self.fabric.backward(loss)
 
     def parameter_checksum(self) -> float:
-        """The sum of all trained parameters (float64), to compare ranks."""
-        with torch.no_grad():
+        """The sum of all trained parameters (float64), to compare ranks (the full parameters
+        when they are sharded: every rank calls it)."""
+        with gathered(self.model):
             return float(sum(p.detach().double().sum() for p in self.model.parameters()))

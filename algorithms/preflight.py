@@ -154,13 +154,27 @@ def check_output_dir(config: TrainConfig, *, resume: bool = False) -> None:
                              "writable); choose another trainer.output_dir")
     run = RunFolder(folder)
     if resume:
-        if run.latest() is None:
+        latest = run.latest()
+        if latest is None:
             raise PreflightError(f"nothing to resume: {run.checkpoints_dir} has no "
                                  "checkpoint (run without --resume to start)")
+        check_checkpoint_strategy(config, latest)
     elif run.has_history() and not config.trainer.overwrite:
         raise PreflightError(f"{folder} holds an earlier run: continue it with --resume, or set "
                              "trainer.overwrite=true to start afresh (its checkpoints, metrics "
                              "and rollouts are deleted), or choose another trainer.output_dir")
+
+
+def check_checkpoint_strategy(config: TrainConfig, checkpoint: Path) -> None:
+    """A sharded checkpoint resumes under FSDP only, a single-file one under the others."""
+    from algorithms.sharding import is_sharded_checkpoint
+
+    sharded, fsdp = is_sharded_checkpoint(checkpoint), config.trainer.strategy == "fsdp"
+    if sharded != fsdp:
+        written = "trainer.strategy=fsdp" if sharded else "a replicated strategy (ddp/auto)"
+        raise PreflightError(f"{checkpoint.name} was written under {written}; resume it with "
+                             f"the strategy it was written with (trainer.strategy="
+                             f"{'fsdp' if sharded else 'ddp'})")
 
 
 def check_packages(config: TrainConfig) -> None:
@@ -177,10 +191,6 @@ def check_packages(config: TrainConfig) -> None:
             raise PreflightError(f"{setting} needs the {module} package, which is not "
                                  f"installed: pip install 'spice-env[{extra}]' (or drop the "
                                  "setting)")
-    if config.trainer.strategy == "fsdp":
-        raise PreflightError("trainer.strategy=fsdp is not supported yet: the weight sync to "
-                             "the generation engine and the model export need the gathered full "
-                             "parameters; use trainer.strategy=ddp")
     from algorithms.registry import ALGORITHMS
 
     name = config.algorithm.name
@@ -188,6 +198,17 @@ def check_packages(config: TrainConfig) -> None:
         raise PreflightError(f"trainer.lora_rank: the value head of algorithm {name!r} is not "
                              "supported with LoRA; use algorithm.name=drgrpo or drop "
                              "trainer.lora_rank")
+    if config.model.backend == "vllm":
+        accelerator, processes = _processes(config)
+        if processes > 1 and accelerator != "cuda":
+            raise PreflightError(f"model.backend=vllm with {processes} processes starts one "
+                                 "colocated engine per GPU (vLLM's external launcher) and "
+                                 "needs CUDA; on CPU train with trainer.devices=1 or "
+                                 "model.backend=hf")
+    if config.trainer.strategy == "fsdp" and ALGORITHMS[name].needs_value_head:
+        raise PreflightError(f"trainer.strategy=fsdp: the value head of algorithm {name!r} is "
+                             "not sharded (a checkpoint holds one sharded module); use "
+                             "trainer.strategy=ddp or algorithm.name=drgrpo")
 
 
 def check_corpus(config: TrainConfig) -> list[Any]:

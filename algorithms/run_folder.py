@@ -137,7 +137,7 @@ class RunFolder:
         return load_config(self.config_file)
 
     def checkpoints(self) -> list[Path]:
-        """The checkpoint files, oldest first."""
+        """The checkpoints (files, or folders of shards under FSDP), oldest first."""
         found = [p for p in self.checkpoints_dir.glob("iter-*.ckpt") if _CHECKPOINT.match(p.name)]
         return sorted(found, key=checkpoint_iteration)
 
@@ -158,7 +158,7 @@ class RunFolder:
     def latest(self) -> Path | None:
         """The checkpoint to resume from: the one ``last`` names, if it exists."""
         path = self.pointed()
-        return path if path is not None and path.is_file() else None
+        return path if path is not None and path.exists() else None
 
     def latest_iteration(self) -> int | None:
         """The iteration of :meth:`latest`, if there is a checkpoint."""
@@ -225,14 +225,14 @@ class RunFolder:
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path | None:
-    """The checkpoint file ``path`` names (a ``.ckpt`` file, or a ``checkpoints/last``
-    pointer), or None when ``path`` is not a checkpoint.
+    """The checkpoint ``path`` names (a ``.ckpt`` file or folder of shards, or a
+    ``checkpoints/last`` pointer), or None when ``path`` is not a checkpoint.
 
     Raises:
         FileNotFoundError: a ``last`` pointer names a checkpoint that is gone.
     """
     candidate = Path(path)
-    if candidate.is_file() and candidate.suffix == ".ckpt":
+    if candidate.exists() and candidate.suffix == ".ckpt":
         return candidate
     if (candidate.is_file() and candidate.name == LAST_POINTER
             and candidate.parent.name == CHECKPOINTS_DIR):
@@ -241,7 +241,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path | None:
         if target is None:
             raise FileNotFoundError(f"{candidate} does not name a checkpoint file "
                                     "(iter-XXXXXX.ckpt)")
-        if not target.is_file():
+        if not target.exists():
             raise FileNotFoundError(f"{candidate} names {target.name}, which does not exist")
         return target
     return None

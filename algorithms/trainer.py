@@ -42,7 +42,7 @@ import torch
 from agents.base import Generation
 from agents.self_play import SelfPlayAgent
 from algorithms.config import ConfigError, TrainConfig
-from algorithms.engine import PolicyEngine
+from algorithms.engine import PolicyEngine, generation_copy
 from algorithms.evaluation import EvalQuestion
 from algorithms.evaluator import LoopEvaluator
 from algorithms.launch import (
@@ -54,7 +54,7 @@ from algorithms.launch import (
 )
 from algorithms.learner import Learner
 from algorithms.metrics import Progress, Timer, light, merge_iteration
-from algorithms.preflight import check_output_dir, check_packages
+from algorithms.preflight import check_checkpoint_strategy, check_output_dir, check_packages
 from algorithms.registry import make_algorithm
 from algorithms.run_folder import RunFolder
 from algorithms.runlog import append_jsonl, finite, plot_curves, read_jsonl, rollout_records
@@ -174,6 +174,7 @@ class SpiceTrainer:
         self.algorithm = make_algorithm(config.algorithm)
         self.iteration = 0
         self.state: TrainState | None = None
+        self.generator: Any = None
         self._last_saved: Path | None = None
 
     # ------------------------------------------------------------------ setup
@@ -187,6 +188,8 @@ class SpiceTrainer:
         if resume and checkpoint is None:
             raise FileNotFoundError(f"nothing to resume: {self.run.checkpoints_dir} has no "
                                     "checkpoint (run without --resume to start)")
+        if checkpoint is not None:
+            check_checkpoint_strategy(cfg, checkpoint)
         fabric.seed_everything(cfg.trainer.seed, verbose=False)
         if fabric.global_rank == 0:
             self.run.path.mkdir(parents=True, exist_ok=True)
@@ -199,7 +202,9 @@ class SpiceTrainer:
             tokenizer=tokenizer, text_field=cfg.rollout.text_field,
             limit=cfg.rollout.max_records))
         engine = PolicyEngine(cfg, fabric, learner.model, tokenizer, precision=self.precision,
-                              source=source, agent_wrapper=self.agent_wrapper)
+                              source=source, generator=self.generator,
+                              agent_wrapper=self.agent_wrapper)
+        self.generator = None  # the engine holds it
         try:
             runner = SpiceRunner(corpus, game=cfg.game, batch_size=cfg.rollout.batch_size,
                                  attempts=cfg.rollout.attempts, seed=cfg.trainer.seed,
@@ -237,6 +242,8 @@ class SpiceTrainer:
         if cfg.trainer.activation_checkpointing:
             module.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.trainer.strategy == "fsdp":  # every rank generates from a full copy
+            self.generator = generation_copy(cfg, module, self.precision, self.fabric.device)
         learner = Learner(cfg, self.fabric, module, self.algorithm, precision=self.precision,
                           pad_id=int(pad if pad is not None else tokenizer.eos_token_id))
         return learner, tokenizer, loaded.source
@@ -259,7 +266,12 @@ class SpiceTrainer:
 
     def _resume(self, state: TrainState, path: Path) -> None:
         fabric = self.fabric
-        fabric.load(path, self._stateful(state), weights_only=False)
+        stateful = self._stateful(state)
+        restored = dict(stateful)
+        fabric.load(path, restored, weights_only=False)
+        for key, target in stateful.items():  # a sharded load hands some states back as dicts
+            if restored[key] is not target and isinstance(restored[key], Mapping):
+                target.load_state_dict(restored[key])
         state.engine.sync()
         kept = self.run.cut_back(self.iteration, fabric.global_rank, fabric.world_size)
         if fabric.global_rank == 0:
@@ -353,6 +365,7 @@ class SpiceTrainer:
                          rollout_records(rollout, self.iteration + 1, fabric.global_rank))
         collected = collect_samples(rollout, roles=self.config.trainer.train_roles)
         samples, stats = assign_advantages(collected.samples, self.algorithm)
+        engine.rest()
         with timer.phase("train"):
             train_metrics = self.update(samples, sync=False)
         with timer.phase("sync"):

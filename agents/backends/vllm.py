@@ -48,6 +48,9 @@ class VLLMBackend:
             for CPU, where compiling costs minutes at start-up, and off on GPUs.
         seed: the engine's seed (requests without their own seed draw from it).
         trust_remote_code: allow code from the model's repository to run (off unless asked).
+        sleep_mode: start the engine with vLLM's sleep mode (GPUs only), so that
+            :meth:`sleep` can free its KV cache and move its weights to host memory while the
+            trainer updates the policy; :meth:`wake` (and :meth:`update_weights`) bring it back.
         engine_options: further keyword arguments for ``vllm.LLM`` (e.g. ``tensor_parallel_size``).
             On CPU, ``enable_chunked_prefill`` defaults to ``False``: with chunked prefill, the
             CPU build fails on seeded sampling when a prompt's prefill is split across steps
@@ -57,7 +60,8 @@ class VLLMBackend:
     def __init__(self, model: str | os.PathLike[str], *, dtype: str | None = None,
                  max_model_len: int = 4096, gpu_memory_utilization: float = 0.5,
                  kv_cache_gib: float | None = None, enforce_eager: bool | None = None,
-                 seed: int = 0, trust_remote_code: bool = False, **engine_options: Any) -> None:
+                 seed: int = 0, trust_remote_code: bool = False, sleep_mode: bool = False,
+                 **engine_options: Any) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from transformers import AutoTokenizer, GenerationConfig
         from vllm import LLM
@@ -68,6 +72,12 @@ class VLLMBackend:
         on_gpu = _cuda_available()
         if not on_gpu:
             engine_options.setdefault("enable_chunked_prefill", False)
+        if engine_options.get("distributed_executor_backend") == "external_launcher":
+            _launcher_environment()
+        self.sleep_mode = bool(sleep_mode and on_gpu)
+        self.asleep = False
+        if self.sleep_mode:
+            engine_options["enable_sleep_mode"] = True
         self.source = source
         self.dtype = dtype or ("bfloat16" if on_gpu else "float32")
         self.max_model_len = max_model_len
@@ -99,6 +109,7 @@ class VLLMBackend:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        self.wake()
         greedy = sampling.temperature == 0  # vLLM takes n=1 only: copy the one greedy answer
         results: list[list[Generation]] = [[] for _ in prompts]
         requests: list[Any] = []
@@ -141,11 +152,25 @@ class VLLMBackend:
         ``named_tensors`` uses transformers parameter names (``model.layers.0…``), as in the
         trainer's ``named_parameters()`` or ``state_dict()``.
         """
+        self.wake()
         items = named_tensors.items() if isinstance(named_tensors, Mapping) else named_tensors
         weights = [(name, tensor.detach()) for name, tensor in items]
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
         self.llm.collective_rpc(_refresh_embedding_kernels)
         self.llm.reset_prefix_cache()  # cached KV blocks were computed with the old weights
+
+    def sleep(self) -> None:
+        """Free the KV cache and move the weights to host memory (with ``sleep_mode``; nothing
+        otherwise), e.g. while the colocated trainer updates the policy."""
+        if self.sleep_mode and not self.asleep and self.llm is not None:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake(self) -> None:
+        """Bring a sleeping engine back (weights and KV cache)."""
+        if self.asleep and self.llm is not None:
+            self.llm.wake_up()
+            self.asleep = False
 
     def close(self) -> None:
         """Shut the engine down and release its memory."""
@@ -169,6 +194,19 @@ class VLLMBackend:
             destroy_distributed_environment()
         except Exception:  # best effort: the engine is gone either way
             pass
+
+
+def _launcher_environment() -> None:
+    """The variables vLLM's ``external_launcher`` reads to join the trainer's processes (set
+    from the running process group where the launcher did not set them)."""
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        os.environ.setdefault("RANK", str(dist.get_rank()))
+        os.environ.setdefault("WORLD_SIZE", str(dist.get_world_size()))
+    if torch.cuda.is_available():
+        os.environ.setdefault("LOCAL_RANK", str(torch.cuda.current_device()))
 
 
 def _refresh_embedding_kernels(worker: Any) -> None:

@@ -113,8 +113,13 @@ def test_models_and_packages(files: dict[str, Path], monkeypatch: pytest.MonkeyP
                         lambda name, *a: None if name == "wandb" else real(name, *a))
     _fails(["train", "--config", "cpu-demo", "trainer.loggers=[csv,wandb]", "--dry-run"],
            capsys, "wandb package", "spice-env[wandb]")
-    _fails(["train", "--config", "cpu-demo", "trainer.strategy=fsdp", "--dry-run"], capsys,
-           "fsdp")
+    _fails(["train", "--config", "cpu-demo-ppo", "trainer.strategy=fsdp", "--dry-run"],
+           capsys, "fsdp", "value head")
+    _fails(["train", "--config", "cpu-demo", "trainer.strategy=fsdp",
+            "trainer.precision=16-mixed", "--dry-run"], capsys, "fsdp", "bf16-mixed")
+    _fails(["train", "--config", "cpu-demo", "model.backend=vllm", "trainer.devices=2",
+            "trainer.accelerator=cpu", "--dry-run"], capsys, "one colocated engine per GPU",
+           "trainer.devices=1")
 
 
 def test_endpoints(capsys: pytest.CaptureFixture[str]) -> None:
