@@ -125,7 +125,7 @@ def preflight(config: TrainConfig, *, resume: bool = False, dry_run: bool = Fals
     plan = RunPlan(config=config, accelerator=accelerator, processes=processes,
                    precision=precision, corpus=corpus, model=model)
     if model.parameters:
-        plan.memory_gb = estimate_memory(config, model, precision)
+        plan.memory_gb = estimate_memory(config, model, precision, processes=processes)
     return plan
 
 
@@ -364,23 +364,28 @@ def _processes(config: TrainConfig) -> tuple[str, int]:
 
 # --- memory -------------------------------------------------------------------------------------
 
-def estimate_memory(config: TrainConfig, model: ModelFacts, precision: str) -> dict[str, float]:
-    """GB per device, by part: weights, gradients and optimiser state, the generation copy, a
-    reference model, and a rough figure for the activations of one micro-batch."""
+def estimate_memory(config: TrainConfig, model: ModelFacts, precision: str, *,
+                    processes: int = 1) -> dict[str, float]:
+    """GB per device, by part: weights, gradients and optimiser state (split over the
+    ``processes`` under FSDP), the generation copy, a reference model, a rough figure for the
+    activations of one micro-batch and, under FSDP, the full weights gathered for a moment at
+    each weight sync."""
+    from algorithms.launch import MIXED
+
     assert model.parameters is not None
     p = float(model.parameters)
     gb = 1e9
     trainer = config.trainer
-    weights = 2 * p if precision == "bf16-true" else 4 * p
-    out: dict[str, float] = {"weights": weights / gb}
+    shards = processes if trainer.strategy == "fsdp" else 1
+    weight_bytes = 2 if precision == "bf16-true" else 4
+    out: dict[str, float] = {"weights": weight_bytes * p / shards / gb}
     if trainer.lora_rank and model.layers and model.hidden_size:
         trainable = 7.0 * 2 * trainer.lora_rank * model.hidden_size * model.layers  # rough
     else:
         trainable = p
-    state_bytes = 2 if precision == "bf16-true" else 4
-    out["gradients+AdamW"] = trainable * 3 * state_bytes / gb
-    if config.model.backend == "hf" and precision in ("bf16-mixed", "16-mixed"):
-        out["generation copy"] = 2 * p / gb
+    out["gradients+AdamW"] = trainable * 3 * weight_bytes / shards / gb
+    if config.model.backend == "hf" and (precision in MIXED or shards > 1):
+        out["generation copy"] = (2 if precision in MIXED else weight_bytes) * p / gb
     elif config.model.backend == "vllm":
         out["vLLM weights"] = 2 * p / gb
     if config.algorithm.beta > 0:
@@ -391,4 +396,6 @@ def estimate_memory(config: TrainConfig, model: ModelFacts, precision: str) -> d
         per_layer = 2 * model.hidden_size * (1 if trainer.activation_checkpointing else 17)
         activations = tokens * (model.layers * per_layer + 2 * model.vocab_size)
         out["activations (rough)"] = activations / gb
+    if shards > 1:
+        out["gathered at sync (moment)"] = weight_bytes * p / gb
     return out

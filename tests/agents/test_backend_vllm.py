@@ -132,3 +132,51 @@ def test_weight_update_changes_outputs_and_keeps_parity(engine: VLLMBackend,
     after = engine.generate(prompts(engine.tokenizer), GREEDY, 1)
     assert [g[0].completion_ids for g in after] != [g[0].completion_ids for g in before]
     assert_parity(engine, reference)
+
+
+class _RecordingLLM:
+    """Stands in for ``vllm.LLM`` to see what the backend asks of it (no engine starts)."""
+
+    def __init__(self, **options: object) -> None:
+        self.options, self.calls = options, []
+
+    def sleep(self, level: int) -> None:
+        self.calls.append(f"sleep{level}")
+
+    def wake_up(self) -> None:
+        self.calls.append("wake")
+
+    def collective_rpc(self, method: object, kwargs: object = None) -> None:
+        self.calls.append("rpc")
+
+    def reset_prefix_cache(self) -> None:
+        pass
+
+
+def test_one_engine_per_gpu_rank_asks_for_the_launcher_and_sleep_mode(
+        folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vllm
+
+    import agents.backends.vllm as module
+
+    monkeypatch.setattr(vllm, "LLM", _RecordingLLM)
+    monkeypatch.setattr(module, "_cuda_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    backend = VLLMBackend(str(folder), distributed_executor_backend="external_launcher",
+                          sleep_mode=True, gpu_memory_utilization=0.3)
+    llm = backend.llm
+    assert llm.options["distributed_executor_backend"] == "external_launcher"
+    assert llm.options["enable_sleep_mode"] is True
+    assert llm.options["gpu_memory_utilization"] == 0.3
+    backend.sleep()
+    backend.sleep()  # asleep already: nothing more
+    backend.update_weights([("x", torch.zeros(1))])  # wakes before loading
+    assert llm.calls[:3] == ["sleep1", "wake", "rpc"]
+    backend.llm = None  # nothing to shut down
+
+    monkeypatch.setattr(module, "_cuda_available", lambda: False)
+    plain = VLLMBackend(str(folder), sleep_mode=True)  # no sleep mode on CPU
+    assert "enable_sleep_mode" not in plain.llm.options
+    plain.sleep()
+    assert plain.llm.calls == []
+    plain.llm = None

@@ -82,6 +82,21 @@ def test_lora_and_bf16_shrink_the_estimate(tiny: Path, tmp_path: Path) -> None:
     assert pure["weights"] == pytest.approx(full["weights"] / 2, rel=0.05)
 
 
+def test_fsdp_shards_the_training_state_in_the_estimate(tiny: Path, tmp_path: Path) -> None:
+    base = [f"model.name={tiny}", f"trainer.output_dir={tmp_path}/r", "trainer.devices=2",
+            "trainer.accelerator=cpu", "trainer.precision=bf16-mixed"]
+    ddp = preflight(load_config("cpu-demo", [*base, "trainer.strategy=ddp"]))
+    fsdp = preflight(load_config("cpu-demo", [*base, "trainer.strategy=fsdp"]))
+    assert ddp.processes == fsdp.processes == 2
+    for part in ("weights", "gradients+AdamW"):
+        assert fsdp.memory_gb[part] == pytest.approx(ddp.memory_gb[part] / 2)
+    assert fsdp.memory_gb["generation copy"] == ddp.memory_gb["generation copy"]
+    assert fsdp.memory_gb["gathered at sync (moment)"] == pytest.approx(
+        ddp.memory_gb["weights"])
+    assert "gathered at sync" not in " ".join(ddp.memory_gb)
+    assert "fsdp strategy" in fsdp.describe()
+
+
 def test_dry_run_prints_plan_and_config_and_writes_nothing(
         tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"

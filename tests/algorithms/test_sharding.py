@@ -54,7 +54,7 @@ def test_a_sharded_checkpoint_is_a_folder_the_run_folder_handles(tmp_path: Path)
     assert [p.name for p in run.checkpoints()] == ["iter-000002.ckpt", "iter-000003.ckpt"]
     assert not is_sharded_checkpoint(tmp_path)
     config = build_config({"trainer": {"output_dir": str(run.path), "strategy": "ddp"}})
-    with pytest.raises(PreflightError, match="trainer.strategy=fsdp"):
+    with pytest.raises(PreflightError, match=r"trainer\.strategy=fsdp"):
         check_output_dir(config, resume=True)
     check_output_dir(config.model_copy(update={"trainer": config.trainer.model_copy(
         update={"strategy": "fsdp"})}), resume=True)
