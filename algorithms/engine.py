@@ -48,12 +48,16 @@ def generation_copy(config: TrainConfig, module: Any, precision: str, device: An
 
 
 def vllm_rank_options(fabric: Any) -> dict[str, Any]:
-    """Engine options for one vLLM engine per rank: under several processes (on GPUs) each rank
-    runs its engine inside its own process (vLLM's ``external_launcher``) with a share of its
-    GPU, and sleep mode frees the engine's memory during the update."""
-    if fabric.world_size == 1 or fabric.device.type != "cuda":
+    """Engine options for the colocated vLLM engine of one rank on a GPU: sleep mode, which
+    frees the engine's memory during the update, and under several processes vLLM's
+    ``external_launcher``, so that each rank runs its own engine inside its own process (with
+    ``gpu_memory_utilization``, a share of its GPU)."""
+    if fabric.device.type != "cuda":
         return {}
-    return {"distributed_executor_backend": "external_launcher", "sleep_mode": True}
+    options: dict[str, Any] = {"sleep_mode": True}
+    if fabric.world_size > 1:
+        options["distributed_executor_backend"] = "external_launcher"
+    return options
 
 
 class PolicyEngine:

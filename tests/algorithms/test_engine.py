@@ -34,6 +34,6 @@ def test_vllm_engines_per_rank_on_gpus_only() -> None:
 
     assert vllm_rank_options(fabric(1, "cpu")) == {}
     assert vllm_rank_options(fabric(2, "cpu")) == {}  # refused earlier, by the preflight
-    assert vllm_rank_options(fabric(1, "cuda")) == {}
+    assert vllm_rank_options(fabric(1, "cuda")) == {"sleep_mode": True}
     assert vllm_rank_options(fabric(8, "cuda")) == {
         "distributed_executor_backend": "external_launcher", "sleep_mode": True}
