@@ -84,7 +84,7 @@ class RolloutConfig(_Section):
     max_document_tokens: int = Field(default=5992, ge=16, description="Segment length of the "
                                      "corpus documents.")
     max_records: int | None = Field(default=None, ge=1, description="Read at most this many "
-                                    "records from each hf: dataset (None: all).")
+                                    "records from each corpus source (None: all).")
     text_field: str | None = Field(default=None, description="The record field holding the "
                                    "text (default: the first of the usual names present).")
 

@@ -48,15 +48,15 @@ def generation_copy(config: TrainConfig, module: Any, precision: str, device: An
 
 
 def vllm_rank_options(fabric: Any) -> dict[str, Any]:
-    """Engine options for the colocated vLLM engine of one rank on a GPU: sleep mode, which
-    frees the engine's memory during the update, and under several processes vLLM's
-    ``external_launcher``, so that each rank runs its own engine inside its own process (with
-    ``gpu_memory_utilization``, a share of its GPU)."""
-    if fabric.device.type != "cuda":
-        return {}
-    options: dict[str, Any] = {"sleep_mode": True}
+    """Engine options for the colocated vLLM engine of one rank: under several processes vLLM's
+    ``external_launcher``, so that each rank runs its own engine inside its own process (on a
+    GPU with ``gpu_memory_utilization``, a share of it), and on GPUs sleep mode, which frees the
+    engine's memory during the update."""
+    options: dict[str, Any] = {}
     if fabric.world_size > 1:
         options["distributed_executor_backend"] = "external_launcher"
+    if fabric.device.type == "cuda":
+        options["sleep_mode"] = True
     return options
 
 

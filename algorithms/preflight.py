@@ -198,13 +198,6 @@ def check_packages(config: TrainConfig) -> None:
         raise PreflightError(f"trainer.lora_rank: the value head of algorithm {name!r} is not "
                              "supported with LoRA; use algorithm.name=drgrpo or drop "
                              "trainer.lora_rank")
-    if config.model.backend == "vllm":
-        accelerator, processes = _processes(config)
-        if processes > 1 and accelerator != "cuda":
-            raise PreflightError(f"model.backend=vllm with {processes} processes starts one "
-                                 "colocated engine per GPU (vLLM's external launcher) and "
-                                 "needs CUDA; on CPU train with trainer.devices=1 or "
-                                 "model.backend=hf")
     if config.trainer.strategy == "fsdp" and ALGORITHMS[name].needs_value_head:
         raise PreflightError(f"trainer.strategy=fsdp: the value head of algorithm {name!r} is "
                              "not sharded (a checkpoint holds one sharded module); use "

@@ -168,7 +168,6 @@ class SpiceTrainer:
         self.agent_wrapper = agent_wrapper
         self.run = RunFolder(config.trainer.output_dir)
         self.evaluator = LoopEvaluator(config, fabric, self.run, eval_sets or {})
-        self.output_dir = self.run.path
         self.precision = resolve_precision(config.trainer.precision,
                                            config.trainer.accelerator)
         self.algorithm = make_algorithm(config.algorithm)
@@ -472,11 +471,13 @@ def train(config: TrainConfig, *, resume: bool = False,
             _compare_ranks(trainer)
         return summary
     finally:
-        trainer.close()
+        trainer.close()  # the engines first: a vLLM engine per rank tears down its groups
+        if fabric.world_size > 1:
+            end_process_group()
 
 
 def _compare_ranks(trainer: SpiceTrainer) -> None:
-    """Log how far the ranks' parameters drifted apart, then end the process group."""
+    """Log how far the ranks' parameters drifted apart; every rank waits for the others."""
     fabric = trainer.fabric
     sums = gather(fabric, trainer.parameter_checksum())
     spread = max(sums) - min(sums)
@@ -487,7 +488,6 @@ def _compare_ranks(trainer: SpiceTrainer) -> None:
     # every rank done before any leaves: a process group torn down at interpreter exit while a
     # peer still talks to it can abort the process
     fabric.barrier()
-    end_process_group()
 
 
 def _config_yaml(config: TrainConfig) -> str:

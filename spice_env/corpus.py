@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from spice_env.readers import (
     read_jsonl,
     read_path,
     rows_to_records,
+    valid_weight,
 )
 from spice_env.segment import (
     TokenCounter,
@@ -284,6 +284,13 @@ def _documents_from_records(
 
 def _records_for(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats
                  ) -> tuple[Iterable[Record], str]:
+    """The records of one source (at most ``limit`` of them) and its name."""
+    records, name = _source_records(spec, text_field, limit, stats)
+    return (records if limit is None else itertools.islice(records, limit)), name
+
+
+def _source_records(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats
+                    ) -> tuple[Iterable[Record], str]:
     if is_entry(spec):
         entry = as_entry(spec)
         return read_entry(entry, text_field, limit, stats), entry.label
@@ -333,7 +340,7 @@ def load_corpus(
         tokenizer: count tokens exactly with this tokenizer (``encode``); otherwise estimate.
         text_field: the record field holding the text; by default the first of
             :data:`TEXT_FIELDS` present.
-        limit: read at most this many records from an ``hf:`` dataset.
+        limit: read at most this many records from each source.
 
     Raises:
         CorpusError: for a missing path, an unknown spec, or a corpus without usable documents.
@@ -438,8 +445,7 @@ def _peek_mixture(parts: Sequence[tuple[Any, float, str]], *, records: int,
 
 
 def _check_weight(part: Any, weight: Any) -> None:
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0 \
-            or not math.isfinite(weight):
+    if not valid_weight(weight):
         raise CorpusError(
             f"mixture weight of {part!r} must be a finite number >= 0, got {weight!r}")
 

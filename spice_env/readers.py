@@ -221,6 +221,12 @@ def read_hf(spec: str, text_field: str | None, limit: int | None, stats: CorpusS
 
 # --- dataset entries ------------------------------------------------------------------------------
 
+def valid_weight(weight: Any) -> bool:
+    """Whether ``weight`` can weigh a part of a mixture: a finite number >= 0 (not a bool)."""
+    return (not isinstance(weight, bool) and isinstance(weight, int | float) and weight >= 0
+            and math.isfinite(weight))
+
+
 ENTRY_KEYS = ("hf", "config", "split", "text", "weight", "max_records")
 """The keys of a corpus entry given as a mapping (``hf`` is required)."""
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
@@ -266,8 +272,7 @@ class DatasetEntry:
                 raise CorpusError(f"corpus entry {source!r}: {key} must be a non-empty string, "
                                   f"got {spec[key]!r}")
         weight = spec.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0 \
-                or not math.isfinite(weight):
+        if not valid_weight(weight):
             raise CorpusError(f"corpus entry {source!r}: weight must be a finite number >= 0, "
                               f"got {weight!r}")
         most = spec.get("max_records")

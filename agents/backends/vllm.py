@@ -126,7 +126,9 @@ class VLLMBackend:
             params.append(SamplingParams(
                 n=1 if greedy else n, temperature=sampling.temperature, top_p=sampling.top_p,
                 max_tokens=min(sampling.max_new_tokens, room), logprobs=0,
-                seed=None if sampling.seed is None else sampling.seed + index,
+                # vLLM seeds the k-th of a request's n samples with seed + k: n apart, no two
+                # prompts of a batch share a random stream
+                seed=None if sampling.seed is None else sampling.seed + index * n,
                 stop_token_ids=sorted(self.stop_ids), skip_special_tokens=True))
             owners.append(index)
         if requests:

@@ -134,6 +134,16 @@ def test_weight_update_changes_outputs_and_keeps_parity(engine: VLLMBackend,
     assert_parity(engine, reference)
 
 
+def test_prompts_of_a_batch_never_share_a_random_stream(engine: VLLMBackend) -> None:
+    # vLLM seeds the k-th sample of a request with seed + k: seeds one apart per prompt made
+    # the second sample of a prompt the first of the next (the same tokens for equal prompts)
+    prompt = prompts(engine.tokenizer)[1]
+    rows = engine.generate([prompt] * 3, SamplingConfig(temperature=1.0, max_new_tokens=16,
+                                                        seed=7), 2)
+    completions = [tuple(g.completion_ids) for row in rows for g in row]
+    assert len(set(completions)) == len(completions) == 6
+
+
 class _RecordingLLM:
     """Stands in for ``vllm.LLM`` to see what the backend asks of it (no engine starts)."""
 

@@ -28,12 +28,13 @@ def test_a_generation_copy_when_the_trained_module_cannot_generate() -> None:
                            cpu) is None
 
 
-def test_vllm_engines_per_rank_on_gpus_only() -> None:
+def test_one_vllm_engine_per_rank_and_sleep_mode_on_gpus() -> None:
     def fabric(world: int, device: str) -> SimpleNamespace:
         return SimpleNamespace(world_size=world, device=torch.device(device))
 
     assert vllm_rank_options(fabric(1, "cpu")) == {}
-    assert vllm_rank_options(fabric(2, "cpu")) == {}  # refused earlier, by the preflight
+    assert vllm_rank_options(fabric(2, "cpu")) == {
+        "distributed_executor_backend": "external_launcher"}
     assert vllm_rank_options(fabric(1, "cuda")) == {"sleep_mode": True}
     assert vllm_rank_options(fabric(8, "cuda")) == {
         "distributed_executor_backend": "external_launcher", "sleep_mode": True}

@@ -3,16 +3,13 @@ two CPU processes (gloo) against the same run under DDP."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
-from agents.tiny import save_tiny_model, tiny_model
+from agents.tiny import tiny_model
 from algorithms.checkpoints import load_policy
 from algorithms.config import build_config
 from algorithms.preflight import PreflightError, check_output_dir
@@ -20,16 +17,8 @@ from algorithms.run_folder import RunFolder
 from algorithms.runlog import read_jsonl
 from algorithms.sharding import decoder_layers, is_sharded_checkpoint
 
-SCRIPT = """
-from agents.scripted import ScriptedTextAgent
-from algorithms.config import load_config
-from algorithms.trainer import train
-import sys
-
-arguments = [a for a in sys.argv[1:] if a != "--resume"]
-train(load_config(None, arguments), resume="--resume" in sys.argv,
-      agent_wrapper=ScriptedTextAgent)
-"""
+if TYPE_CHECKING:
+    from tests.algorithms.conftest import RunFn, TwoProcessRun
 
 
 def test_the_units_are_the_decoder_layers() -> None:
@@ -60,15 +49,6 @@ def test_a_sharded_checkpoint_is_a_folder_the_run_folder_handles(tmp_path: Path)
         update={"strategy": "fsdp"})}), resume=True)
 
 
-def _run(tmp_path: Path, out: Path, *extra: str) -> None:
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, str(script), f"trainer.output_dir={out}", *extra],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-
-
 def _weights(source: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in load_policy(source, dtype=torch.float32).model
             .state_dict().items()}
@@ -80,41 +60,35 @@ def _max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> f
 
 
 @pytest.mark.slow
-def test_fsdp_on_two_cpu_processes_matches_ddp_resumes_and_exports(tmp_path: Path) -> None:
-    tiny = save_tiny_model(tmp_path / "tiny", seed=0)
-    common = [f"model.name={tiny}", "rollout.batch_size=2", "rollout.attempts=4",
-              "rollout.max_document_tokens=128", "game.group_size=2",
-              "challenger.max_new_tokens=12", "reasoner.max_new_tokens=12",
-              "optimizer.lr=1e-3", "trainer.devices=2", "trainer.accelerator=cpu",
-              "trainer.progress=false", "trainer.save_every=1", "trainer.keep_checkpoints=3"]
-    exact = [*common, "trainer.precision=32-true"]
-    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
-    _run(tmp_path, ddp, *exact, "trainer.strategy=ddp", "trainer.iterations=2")
-    _run(tmp_path, fsdp, *exact, "trainer.strategy=fsdp", "trainer.iterations=1")
+def test_fsdp_on_two_cpu_processes_matches_ddp_resumes_and_exports(
+        tmp_path: Path, ddp_run: TwoProcessRun, run_two_processes: RunFn) -> None:
+    fsdp = tmp_path / "fsdp"
+    exact = (*ddp_run.settings, "trainer.strategy=fsdp")
+    run_two_processes(fsdp, *exact, "trainer.iterations=1")
+    ddp = RunFolder(ddp_run.folder)
 
     # one update: the same parameters as DDP's (float32, up to the order of the reductions)
     first = RunFolder(fsdp).checkpoint_path(1)
     assert is_sharded_checkpoint(first)
     assert sorted(p.name for p in first.glob("__*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
-    base, after = _weights(tiny), _weights(first)
+    base, after = _weights(ddp_run.base), _weights(first)
     assert _max_difference(base, after) > 1e-4  # it moved
-    assert _max_difference(after, _weights(RunFolder(ddp).checkpoint_path(1))) < 1e-6
+    assert _max_difference(after, _weights(ddp.checkpoint_path(1))) < 1e-6
     assert _max_difference(after, _weights(fsdp / "model")) == 0.0  # the export loads
 
     # resume from the sharded checkpoint: the second update again as DDP's
-    _run(tmp_path, fsdp, *exact, "trainer.strategy=fsdp", "trainer.iterations=2", "--resume")
+    run_two_processes(fsdp, *exact, "trainer.iterations=2", "--resume")
     for rank in (0, 1):
         assert [r["iteration"] for r in read_jsonl(fsdp / f"rollouts.rank{rank}.jsonl")] == \
             [1, 1, 2, 2]
-    assert _max_difference(_weights(fsdp / "model"), _weights(ddp / "model")) < 1e-5
+    assert _max_difference(_weights(fsdp / "model"), _weights(ddp.checkpoint_path(2))) < 1e-5
     checksums = read_jsonl(fsdp / "ranks.jsonl")[-1]["parameter_checksums"]
     assert checksums[0] == checksums[1]
 
     # LoRA adapters, activation checkpointing and bf16-mixed under FSDP
     lora = tmp_path / "lora"
-    _run(tmp_path, lora, *common, "trainer.strategy=fsdp", "trainer.iterations=1",
-         "trainer.precision=bf16-mixed", "trainer.lora_rank=4",
-         "trainer.activation_checkpointing=true")
+    run_two_processes(lora, *exact, "trainer.iterations=1", "trainer.precision=bf16-mixed",
+                      "trainer.lora_rank=4", "trainer.activation_checkpointing=true")
     merged = _weights(lora / "model")
     assert _max_difference(merged, _weights(RunFolder(lora).checkpoint_path(1))) < 1e-6
     assert _max_difference(merged, base) > 0

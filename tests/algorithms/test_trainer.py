@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -24,6 +20,9 @@ from agents.tiny import save_tiny_model
 from algorithms.config import ConfigError, TrainConfig, build_config
 from algorithms.runlog import read_jsonl
 from algorithms.trainer import train
+
+if TYPE_CHECKING:
+    from tests.algorithms.conftest import RunFn, TwoProcessRun
 
 pytestmark = pytest.mark.slow
 
@@ -206,7 +205,8 @@ def test_evaluation_refuses_what_it_cannot_evaluate(tiny_folder: Path, tmp_path:
     config = tiny_config(tiny_folder, tmp_path / "a", evaluation={"benchmarks": ["gsm8k"]})
     with pytest.raises(ConfigError, match="no questions were given for gsm8k"):
         train(config)
-    config = tiny_config(tiny_folder, tmp_path / "b", rollout={"corpus": "embedded:general"},
+    config = tiny_config(tiny_folder, tmp_path / "b", rollout={"corpus": "embedded:general",
+                                                             "max_records": 40},
                          evaluation={"heldout": 3})
     with pytest.raises(ConfigError, match=r"evaluation.heldout: .* 0 documents that can be held "
                        r"out; 3 were asked for .*'question' and 'answer'"):
@@ -259,32 +259,8 @@ def test_vllm_backend_receives_the_updated_weights(tmp_path: Path) -> None:
     assert second["time/sync"] > 0
 
 
-DDP_SCRIPT = """
-import sys
-from agents.scripted import AnswerKey, ScriptedTextAgent
-from algorithms.config import load_config
-from algorithms.trainer import train
-
-arguments = [a for a in sys.argv[1:] if a != "--resume"]
-train(load_config(None, arguments), resume="--resume" in sys.argv,
-      agent_wrapper=ScriptedTextAgent)
-"""
-
-
-def test_ddp_on_two_cpu_processes(tiny_folder: Path, tmp_path: Path) -> None:
-    script = tmp_path / "ddp_run.py"
-    script.write_text(textwrap.dedent(DDP_SCRIPT))
-    out = tmp_path / "ddp"
-    overrides = [f"model.name={tiny_folder}", "rollout.batch_size=2", "rollout.attempts=4",
-                 "rollout.max_document_tokens=128", "game.group_size=2",
-                 "challenger.max_new_tokens=12", "reasoner.max_new_tokens=12", "reasoner.n=2",
-                 "optimizer.lr=1e-3", "trainer.iterations=2", f"trainer.output_dir={out}",
-                 "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-                 "trainer.precision=32-true", "trainer.progress=false"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, str(script), *overrides], env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_ddp_on_two_cpu_processes(ddp_run: TwoProcessRun, run_two_processes: RunFn) -> None:
+    out = ddp_run.folder
     ranks = read_jsonl(out / "ranks.jsonl")[0]["parameter_checksums"]
     assert len(ranks) == 2 and ranks[0] == ranks[1]
     shards = [{r["document_id"] for r in read_jsonl(out / f"rollouts.rank{k}.jsonl")}
@@ -293,15 +269,12 @@ def test_ddp_on_two_cpu_processes(tiny_folder: Path, tmp_path: Path) -> None:
     history = read_jsonl(out / "metrics.jsonl")
     assert len(history) == 2
     assert history[0]["documents_with_reasoner_group"] <= 4  # B=2 per rank, gathered
-    before, after = weights(tiny_folder), weights(out / "model")
+    before, after = weights(ddp_run.base), weights(out / "model")
     assert any(not torch.equal(before[n], after[n]) for n in before)
 
     # resume on both ranks: each continues its own shard from its own saved sampler state
-    more = [o if not o.startswith("trainer.iterations=") else "trainer.iterations=3"
-            for o in overrides]
-    done = subprocess.run([sys.executable, str(script), *more, "--resume"], env=env,
-                          capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_two_processes(out, *ddp_run.settings, "trainer.strategy=ddp", "trainer.iterations=3",
+                      "--resume")
     for k in (0, 1):
         records = read_jsonl(out / f"rollouts.rank{k}.jsonl")
         assert [r["iteration"] for r in records] == [1, 1, 2, 2, 3, 3]
@@ -310,6 +283,28 @@ def test_ddp_on_two_cpu_processes(tiny_folder: Path, tmp_path: Path) -> None:
     assert not third[0] & shards[1] and not third[1] & shards[0]
     ranks = read_jsonl(out / "ranks.jsonl")[-1]["parameter_checksums"]
     assert ranks[0] == ranks[1]
+
+
+def test_one_vllm_engine_per_rank_on_two_cpu_processes(tmp_path: Path,
+                                                       run_two_processes: RunFn) -> None:
+    pytest.importorskip("vllm")
+    folder = save_tiny_model(tmp_path / "tiny128", seed=0, hidden=128)
+    out = tmp_path / "vllm"
+    # FSDP: each rank's engine (vLLM's external launcher) gets the gathered weights
+    done = run_two_processes(
+        out, f"model.name={folder}", "model.backend=vllm",
+        "model.backend_options.max_model_len=1024", "model.backend_options.kv_cache_gib=0.25",
+        "rollout.batch_size=2", "rollout.attempts=4", "rollout.max_document_tokens=128",
+        "game.group_size=2", "challenger.max_new_tokens=12", "reasoner.max_new_tokens=12",
+        "optimizer.lr=3e-3", "trainer.iterations=2", "trainer.strategy=fsdp",
+        "trainer.precision=32-true")
+    assert "Traceback" not in done.stderr
+    second = read_jsonl(out / "metrics.jsonl")[1]
+    # both engines sampled iteration 2 from the updated weights (see the single-process test)
+    assert second["train/ratio_mean"] == pytest.approx(1.0, abs=2e-3)
+    shards = [{r["document_id"] for r in read_jsonl(out / f"rollouts.rank{k}.jsonl")}
+              for k in (0, 1)]
+    assert shards[0] and shards[1] and not shards[0] & shards[1]
 
 
 def test_spice_train_cli_reports_bad_configs(tmp_path: Path,

@@ -117,9 +117,6 @@ def test_models_and_packages(files: dict[str, Path], monkeypatch: pytest.MonkeyP
            capsys, "fsdp", "value head")
     _fails(["train", "--config", "cpu-demo", "trainer.strategy=fsdp",
             "trainer.precision=16-mixed", "--dry-run"], capsys, "fsdp", "bf16-mixed")
-    _fails(["train", "--config", "cpu-demo", "model.backend=vllm", "trainer.devices=2",
-            "trainer.accelerator=cpu", "--dry-run"], capsys, "one colocated engine per GPU",
-           "trainer.devices=1")
 
 
 def test_endpoints(capsys: pytest.CaptureFixture[str]) -> None:

@@ -732,3 +732,13 @@ def test_hold_out_draws_distinct_keys_and_keeps_every_component(
     mixture = load_corpus({small: 0.5, large: 0.5})
     with pytest.raises(CorpusError, match="leaves no document in"):
         mixture.hold_out(5, eligible=lambda d: d.text.startswith("small"))
+
+
+def test_the_record_limit_applies_to_every_source(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": f"Document number {k} about the sum {k} + {k}."})
+                            + "\n" for k in range(10)), "utf-8")
+    assert len(load_corpus(str(path), limit=3)) == 3
+    assert len(load_corpus([{"text": f"row {k} with some words"} for k in range(6)],
+                           limit=2)) == 2
+    assert len(load_corpus("embedded:math", limit=5)) <= 5
