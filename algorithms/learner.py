@@ -21,7 +21,7 @@ from algorithms.base import Algorithm
 from algorithms.config import TrainConfig
 from algorithms.launch import compute_dtype, gather
 from algorithms.samples import TrainingSample, learning_samples, policy_loss
-from algorithms.sharding import full_value, gathered
+from algorithms.sharding import full_value, gathered, is_sharded
 
 
 def make_adamw(parameters: list[torch.nn.Parameter], *, fused: bool = True, **options: Any
@@ -62,6 +62,7 @@ class Learner:
                                              fabric.device).eval().requires_grad_(False)
         hidden_size = module.config.hidden_size
         self.model = fabric.setup_module(module)
+        self.sharded = is_sharded(self.model)
         self.value_head = None
         if algorithm.needs_value_head:  # zero-initialised: the same on every rank
             self.value_head = fabric.setup_module(algorithm.make_value_head(hidden_size))
@@ -118,21 +119,27 @@ class Learner:
                     pad_id=self.pad_id, micro_batch_size=self.config.trainer.micro_batch_size,
                     share_prompts=self.config.trainer.share_prompts)
         modules = [m for m in (self.model, self.value_head) if m is not None]
+        passes = -(-len(samples) // self.config.trainer.micro_batch_size)
+        # sharded parameters are gathered in every forward and backward, so every rank runs
+        # as many micro-batches as the busiest one (those it lacks with a zero contribution)
+        most = max(gather(fabric, passes)) if self.sharded else max(passes, 1)
 
         def chunk_context(index: int, count: int) -> AbstractContextManager[Any]:
+            last = (most if self.sharded else count) - 1
             stack = ExitStack()
             for module in modules:  # synchronise gradients on the last micro-batch only
-                stack.enter_context(fabric.no_backward_sync(module, enabled=index < count - 1))
+                stack.enter_context(fabric.no_backward_sync(module, enabled=index < last))
             return stack
 
+        metrics: dict[str, float] = {}
         if samples:
             # one autocast region around all micro-batches: the bf16 casts of the weights are
             # made once per step instead of once per micro-batch
             with fabric.autocast():
                 metrics = self._loss(samples, batch_total, chunk_context)
-        else:  # take part in the gradient all-reduce with a zero contribution
-            metrics = {}
-            self._zero_backward()
+        for index in range(passes, most):  # take part in the gradient reduction with zero
+            with chunk_context(index, most):
+                self._zero_backward()
         return self._step(metrics)
 
     def _loss(self, samples: list[TrainingSample], batch_total: int,

@@ -92,3 +92,61 @@ def test_fsdp_on_two_cpu_processes_matches_ddp_resumes_and_exports(
     merged = _weights(lora / "model")
     assert _max_difference(merged, _weights(RunFolder(lora).checkpoint_path(1))) < 1e-6
     assert _max_difference(merged, base) > 0
+
+
+UNEVEN = """
+import sys
+import torch
+from lightning.fabric import Fabric
+from agents.tiny import tiny_model
+from algorithms.config import build_config
+from algorithms.launch import make_fabric
+from algorithms.learner import Learner
+from algorithms.registry import make_algorithm
+from algorithms.samples import TrainingSample
+from algorithms.sharding import gathered
+
+strategy, out = sys.argv[1], sys.argv[2]
+config = build_config({"optimizer": {"lr": 1e-3},
+                       "trainer": {"strategy": strategy, "devices": 2, "accelerator": "cpu",
+                                   "precision": "32-true", "micro_batch_size": 1,
+                                   "loggers": [], "output_dir": out + ".run"}})
+fabric = make_fabric(config)
+fabric.launch()
+model, tokenizer = tiny_model(0)
+learner = Learner(config, fabric, model, make_algorithm(config.algorithm),
+                  precision="32-true", pad_id=int(tokenizer.pad_token_id))
+rank = fabric.global_rank
+samples = [TrainingSample(role="reasoner", group=k, prompt_ids=(5, 6, 7 + k),
+                          completion_ids=(9, 10 + k, 11), old_logprobs=(-4.0, -4.0, -4.0),
+                          reward=1.0, advantage=(0.5 if k % 2 else -0.5) * (rank + 1))
+           for k in range(3 if rank == 0 else 1)]  # three micro-batches on rank 0, one on 1
+learner.update(samples)
+with gathered(learner.model):
+    state = {n: p.detach().clone() for n, p in learner.model.module.named_parameters()}
+if rank == 0:
+    torch.save(state, out)
+fabric.barrier()
+"""
+
+
+@pytest.mark.slow
+def test_ranks_with_unequal_micro_batches_step_together(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "uneven.py"
+    script.write_text(UNEVEN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    states = {}
+    for strategy in ("ddp", "fsdp"):  # under FSDP a rank short of micro-batches waits in vain
+        out = tmp_path / f"{strategy}.pt"  # for the others' gathers unless it makes up for them
+        done = subprocess.run([sys.executable, str(script), strategy, str(out)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        states[strategy] = torch.load(out, weights_only=True)
+    base, _ = tiny_model(0)
+    before = {n: p.detach() for n, p in base.named_parameters()}
+    assert _max_difference(states["ddp"], states["fsdp"]) < 1e-6
+    assert max(float((states["ddp"][n] - before[n]).abs().max()) for n in before) > 1e-4
