@@ -4,7 +4,7 @@ two CPU processes (gloo) against the same run under DDP."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -97,37 +97,46 @@ def test_fsdp_on_two_cpu_processes_matches_ddp_resumes_and_exports(
 UNEVEN = """
 import sys
 import torch
-from lightning.fabric import Fabric
-from agents.tiny import tiny_model
-from algorithms.config import build_config
-from algorithms.launch import make_fabric
-from algorithms.learner import Learner
-from algorithms.registry import make_algorithm
-from algorithms.samples import TrainingSample
 from algorithms.sharding import gathered
+from tests.algorithms.test_sharding import uneven_learner, uneven_samples
 
-strategy, out = sys.argv[1], sys.argv[2]
-config = build_config({"optimizer": {"lr": 1e-3},
-                       "trainer": {"strategy": strategy, "devices": 2, "accelerator": "cpu",
-                                   "precision": "32-true", "micro_batch_size": 1,
-                                   "loggers": [], "output_dir": out + ".run"}})
-fabric = make_fabric(config)
-fabric.launch()
-model, tokenizer = tiny_model(0)
-learner = Learner(config, fabric, model, make_algorithm(config.algorithm),
-                  precision="32-true", pad_id=int(tokenizer.pad_token_id))
-rank = fabric.global_rank
-samples = [TrainingSample(role="reasoner", group=k, prompt_ids=(5, 6, 7 + k),
-                          completion_ids=(9, 10 + k, 11), old_logprobs=(-4.0, -4.0, -4.0),
-                          reward=1.0, advantage=(0.5 if k % 2 else -0.5) * (rank + 1))
-           for k in range(3 if rank == 0 else 1)]  # three micro-batches on rank 0, one on 1
-learner.update(samples)
+out = sys.argv[1]
+learner = uneven_learner("fsdp", 2, out + ".run")
+rank = learner.fabric.global_rank
+learner.update(uneven_samples()[rank])  # three micro-batches on rank 0, one on rank 1
 with gathered(learner.model):
     state = {n: p.detach().clone() for n, p in learner.model.module.named_parameters()}
 if rank == 0:
     torch.save(state, out)
-fabric.barrier()
+learner.fabric.barrier()
 """
+
+
+def uneven_learner(strategy: str, devices: int, output: str) -> Any:
+    """A launched Learner of the tiny model (float32, micro-batches of one sample)."""
+    from agents.tiny import tiny_model
+    from algorithms.launch import make_fabric
+    from algorithms.learner import Learner
+    from algorithms.registry import make_algorithm
+
+    config = build_config({"optimizer": {"lr": 1e-3}, "trainer": {
+        "strategy": strategy, "devices": devices, "accelerator": "cpu",
+        "precision": "32-true", "micro_batch_size": 1, "loggers": [], "output_dir": output}})
+    fabric = make_fabric(config)
+    fabric.launch()
+    model, tokenizer = tiny_model(0)
+    return Learner(config, fabric, model, make_algorithm(config.algorithm),
+                   precision="32-true", pad_id=int(tokenizer.pad_token_id))
+
+
+def uneven_samples() -> list[list[Any]]:
+    """Three samples for rank 0 and one for rank 1."""
+    from algorithms.samples import TrainingSample
+
+    return [[TrainingSample(role="reasoner", group=k, prompt_ids=(5, 6, 7 + k),
+                            completion_ids=(9, 10 + k, 11), old_logprobs=(-4.0, -4.0, -4.0),
+                            reward=1.0, advantage=(0.5 if k % 2 else -0.5) * (rank + 1))
+             for k in range(3 if rank == 0 else 1)] for rank in (0, 1)]
 
 
 @pytest.mark.slow
@@ -136,17 +145,19 @@ def test_ranks_with_unequal_micro_batches_step_together(tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    # under FSDP a rank short of micro-batches waits in vain for the others' gathers unless it
+    # makes up for them; the step must be that of one process holding all the samples
     script = tmp_path / "uneven.py"
     script.write_text(UNEVEN)
+    out = tmp_path / "fsdp.pt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    states = {}
-    for strategy in ("ddp", "fsdp"):  # under FSDP a rank short of micro-batches waits in vain
-        out = tmp_path / f"{strategy}.pt"  # for the others' gathers unless it makes up for them
-        done = subprocess.run([sys.executable, str(script), strategy, str(out)], env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-3000:]
-        states[strategy] = torch.load(out, weights_only=True)
-    base, _ = tiny_model(0)
-    before = {n: p.detach() for n, p in base.named_parameters()}
-    assert _max_difference(states["ddp"], states["fsdp"]) < 1e-6
-    assert max(float((states["ddp"][n] - before[n]).abs().max()) for n in before) > 1e-4
+    done = subprocess.run([sys.executable, str(script), str(out)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    sharded = torch.load(out, weights_only=True)
+    single = uneven_learner("auto", 1, str(tmp_path / "single"))
+    before = {n: p.detach().clone() for n, p in single.model.module.named_parameters()}
+    single.update([s for rank in uneven_samples() for s in rank])
+    after = {n: p.detach() for n, p in single.model.module.named_parameters()}
+    assert _max_difference(sharded, after) < 1e-6
+    assert _max_difference(after, before) > 1e-4

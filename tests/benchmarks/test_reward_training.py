@@ -43,16 +43,16 @@ def test_two_rewards_and_a_registered_one_train_side_by_side(
     out = tmp_path / "bench" / "rewards_train.json"
     code = main(["bench", "rewards", "--train", "--config", str(tiny_learn_config),
                  "--rewards", "variance,absolute_zero,always_half", "--plugin", "my_rewards",
-                 "trainer.iterations=2", "--runs-dir", str(tmp_path / "arms"),
+                 "trainer.iterations=1", "--runs-dir", str(tmp_path / "arms"),
                  "--output", str(out)])
     assert code == 0, capsys.readouterr().err
     report = json.loads(out.read_text())
     assert list(report["arms"]) == ["variance", "absolute_zero", "always_half"]
     for reward, arm in report["arms"].items():
-        assert arm["iterations"] == 2
+        assert arm["iterations"] == 1
         assert arm["heldout"]["n"] == 4 and arm["heldout"]["paired"]["n"] == 4
         config = json.loads(json.dumps(report["config"]))
-        assert config["trainer"]["iterations"] == 2
+        assert config["trainer"]["iterations"] == 1
         run = Path(arm["run"])
         assert run == tmp_path / "arms" / reward
         assert (run / "evaluations.jsonl").is_file()
