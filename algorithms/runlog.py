@@ -33,10 +33,11 @@ def _parsed_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     such as a write cut off by a kill, are skipped)."""
     if not path.exists():
         return
-    for line in path.read_text("utf-8").splitlines():
-        try:
+    for raw in path.read_bytes().splitlines():
+        try:  # a line cut inside a multi-byte character does not decode: it is torn too
+            line = raw.decode("utf-8")
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (UnicodeDecodeError, json.JSONDecodeError):
             continue
         if isinstance(record, dict):
             yield line, record
@@ -48,11 +49,20 @@ def truncate_jsonl(path: Path, last_iteration: int) -> int:
     if not path.exists():
         return 0
     kept = [line for line, record in _parsed_lines(path)
-            if int(record.get("iteration", 0)) <= last_iteration]
+            if _iteration(record) <= last_iteration]
     temporary = path.with_suffix(path.suffix + ".tmp")
     temporary.write_text("".join(f"{line}\n" for line in kept), "utf-8")
     os.replace(temporary, path)
     return len(kept)
+
+
+def _iteration(record: Mapping[str, Any]) -> float:
+    """A record's iteration (0 without one); a record whose iteration is not an integer
+    belongs to no iteration a run can resume at, so it counts as after all of them."""
+    value = record.get("iteration", 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return math.inf
+    return value
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

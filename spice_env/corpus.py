@@ -262,6 +262,11 @@ def _documents_from_records(
             stats.record_error(f"{record.source}: text is {kind}, not a string")
             continue
         text = record.text.replace("\x00", "").strip()
+        if not _valid_unicode(text):  # a lone surrogate: no tokenizer or log can write it
+            stats.malformed_skipped += 1
+            stats.record_error(f"{record.source}: text is not valid Unicode (a lone "
+                               "surrogate)")
+            continue
         if not text:
             stats.empty_skipped += 1
             continue
@@ -280,6 +285,15 @@ def _documents_from_records(
             docs.append(doc)
     stats.documents += len(docs)
     return docs
+
+
+def _valid_unicode(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (it holds no lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _records_for(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats

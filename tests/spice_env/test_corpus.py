@@ -742,3 +742,14 @@ def test_the_record_limit_applies_to_every_source(tmp_path: Path) -> None:
     assert len(load_corpus([{"text": f"row {k} with some words"} for k in range(6)],
                            limit=2)) == 2
     assert len(load_corpus("embedded:math", limit=5)) <= 5
+
+
+def test_a_record_with_a_lone_surrogate_is_skipped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"text": "The first document, about 2 + 2."}\n'
+                    '{"text": "What is 6*7 \\ud83d? A broken emoji."}\n'
+                    '{"text": "The third document, about 3 + 3."}\n', "utf-8")
+    corpus = load_corpus(str(path))
+    assert len(corpus) == 2 and corpus.stats.malformed_skipped == 1
+    assert any("lone surrogate" in e for e in corpus.stats.errors)
+    assert all("\ud83d" not in d.text for d in corpus.documents)

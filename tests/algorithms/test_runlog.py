@@ -1,0 +1,30 @@
+"""The run's JSONL logs: torn tails after a kill, cutting back to a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from algorithms.runlog import append_jsonl, read_jsonl, truncate_jsonl
+
+
+def test_a_tail_torn_inside_a_character_is_cut_like_a_torn_line(tmp_path: Path) -> None:
+    path = tmp_path / "rollouts.jsonl"
+    append_jsonl(path, [{"iteration": k, "question": f"Combien fait {k} × 2 ? é"}
+                        for k in (1, 2, 3)])
+    torn = json.dumps({"iteration": 4, "question": "é"}, ensure_ascii=False).encode("utf-8")
+    with path.open("ab") as handle:  # the write stopped inside the two bytes of "é"
+        handle.write(torn[: torn.index("é".encode()) + 1])
+    assert [r["iteration"] for r in read_jsonl(path)] == [1, 2, 3]
+    assert truncate_jsonl(path, 2) == 2
+    assert [r["iteration"] for r in read_jsonl(path)] == [1, 2]
+    assert path.read_text("utf-8").endswith("é\"}\n")  # what is kept is whole
+
+
+def test_records_without_an_integer_iteration_are_dropped_on_cut_back(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iteration": 1}\n{"iteration": "two"}\n{"iteration": true}\n[1, 2]\n'
+                    '{"note": "no iteration"}\n{"iteration": 3}\n', "utf-8")
+    assert truncate_jsonl(path, 2) == 2
+    assert read_jsonl(path) == [{"iteration": 1}, {"note": "no iteration"}]
+    assert truncate_jsonl(tmp_path / "missing.jsonl", 5) == 0
