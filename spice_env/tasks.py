@@ -16,7 +16,9 @@ Two output formats are accepted:
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -51,6 +53,9 @@ Reason = Literal[
     "string_too_long",
     "refers_to_document",
     "too_long",
+    "bad_unicode",
+    "answer_not_finite",
+    "answer_no_content",
 ]
 REASONS: tuple[str, ...] = get_args(Reason)
 """Every reason code a rejected Challenger output can carry."""
@@ -338,6 +343,28 @@ def _has_task_fields(payload: Mapping[str, Any]) -> bool:
     return any(k in payload for k in ("question", "answer", *_MCQ_QUESTION_KEYS, *_MCQ_ANSWER_KEYS))
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def valid_unicode(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8: no lone surrogate, which a JSON escape such
+    as ``\\ud83d`` without its pair produces and which tokenizers and logs cannot take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def has_content(answer: str) -> bool:
+    """Whether an answer holds something to check: a character that is not whitespace, an
+    invisible (zero-width) character or punctuation (``"."``, ``"-"``, ``"?!"`` hold none;
+    ``"∞"`` and ``"π"`` do)."""
+    visible = answer.translate(_INVISIBLE)
+    return any(not ch.isspace() and not unicodedata.category(ch).startswith("P")
+               for ch in visible)
+
+
 def _check_question(question: Any) -> ParseResult | str:
     if question is None:
         return _reject("missing_field", "the question field is missing")
@@ -346,6 +373,9 @@ def _check_question(question: Any) -> ParseResult | str:
     question = question.strip()
     if not question:
         return _reject("missing_field", "the question is empty")
+    if not valid_unicode(question):
+        return _reject("bad_unicode", "the question holds a lone surrogate (an escape such as "
+                       "\\ud83d without its pair)")
     if len(question) > MAX_QUESTION_CHARS:
         return _reject("too_long", f"the question has {len(question)} characters")
     if refers_to_document(question):
@@ -394,12 +424,20 @@ def _parse_free_form(payload: Mapping[str, Any], requested: AnswerType | None
         return checked
     if "answer" not in payload or payload["answer"] is None:
         return _reject("missing_field", "the answer field is missing")
-    answer = _scalar_text(payload["answer"])
+    raw = payload["answer"]
+    if isinstance(raw, float) and not math.isfinite(raw):  # JSON NaN, Infinity or 1e999
+        return _reject("answer_not_finite", f"the answer is the number {raw}")
+    answer = _scalar_text(raw)
     if answer is None:
-        return _reject("answer_not_scalar", f"the answer is a {type(payload['answer']).__name__}")
+        return _reject("answer_not_scalar", f"the answer is a {type(raw).__name__}")
     answer = answer.strip()
     if not answer:
         return _reject("missing_field", "the answer is empty")
+    if not valid_unicode(answer):
+        return _reject("bad_unicode", "the answer holds a lone surrogate")
+    if not has_content(answer):
+        return _reject("answer_no_content", f"the answer {answer!r} is only punctuation or "
+                       "invisible characters: nothing can be checked against it")
     if len(answer) > MAX_ANSWER_CHARS:
         return _reject("too_long", f"the answer has {len(answer)} characters")
     declared = str(payload.get("answer_type") or "").strip().lower() or None

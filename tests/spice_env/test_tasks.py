@@ -363,6 +363,10 @@ REASON_CASES: list[tuple[str, Any, dict[str, Any], str]] = [
     ("too-long-question", ff_json(question=LONG_Q), {}, "too_long"),
     ("too-long-answer", ff_json(answer="9" * 301), {}, "too_long"),
     ("too-long-mcq", mcq_json(f"{LONG_Q} {OPTS}"), {}, "too_long"),
+    ("lone-surrogate", '{"question": "What is 6*7 \\ud83d?", "answer": "42"}', {},
+     "bad_unicode"),
+    ("nan-answer", '{"question": "How big?", "answer": NaN}', {}, "answer_not_finite"),
+    ("dot-answer", ff_json(answer="."), {}, "answer_no_content"),
 ]
 
 
@@ -663,3 +667,26 @@ def test_an_answer_type_that_is_no_single_word_is_left_to_the_default() -> None:
         "How many?</question><answer>500</answer><answer_type>a whole number</answer>",
         "free_form")
     assert found.task is not None and found.task.answer_type != "integer"
+
+
+@pytest.mark.parametrize(("output", "reason"), [
+    ('{"question": "What is 6*7 \\ud83d?", "answer": "42"}', "bad_unicode"),
+    ('{"question": "What is 6*7?", "answer": "4\\ud83d2"}', "bad_unicode"),
+    ('{"question": "How big?", "answer": NaN}', "answer_not_finite"),
+    ('{"question": "How big?", "answer": 1e999}', "answer_not_finite"),
+    ('{"question": "How small?", "answer": -Infinity}', "answer_not_finite"),
+    ('{"question": "Which mark?", "answer": "."}', "answer_no_content"),
+    ('{"question": "Which mark?", "answer": "?!", "answer_type": "string"}',
+     "answer_no_content"),
+    ('{"question": "Which?", "answer": "\\u200b\\u200d"}', "answer_no_content"),
+])
+def test_golds_nothing_can_be_checked_against_are_invalid(output: str, reason: str) -> None:
+    result = parse_challenger_output(output)
+    assert not result.valid and result.reason == reason, result
+
+
+@pytest.mark.parametrize("answer", ["π", "-5", "x", "0", "∞"])
+def test_short_golds_with_content_stay_valid_as_strings(answer: str) -> None:
+    result = parse_challenger_output(json.dumps({"question": "Which?", "answer": answer,
+                                                 "answer_type": "string"}))
+    assert result.valid, result
