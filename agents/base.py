@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spice_env.types import Observation, Role
 
 __all__ = ["Agent", "Backend", "ChatPrompt", "FinishReason", "Generation", "Observation", "Role",
-           "SamplingConfig", "TrainableSample"]
+           "SamplingConfig", "SleepingBackend", "TrainableSample"]
 
 FinishReason = Literal["stop", "length"]
 
@@ -118,4 +118,18 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the engine's resources."""
+        ...
+
+
+@runtime_checkable
+class SleepingBackend(Protocol):
+    """The optional part of the backend contract: a backend that can free its generation
+    memory while the trainer updates the weights (vLLM's sleep mode) follows it too."""
+
+    def sleep(self) -> None:
+        """Free generation memory until the next generation or weight update."""
+        ...
+
+    def wake(self) -> None:
+        """Take the memory back (done by the backend itself when it is next used)."""
         ...

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import SamplingConfig
+from agents.base import SamplingConfig, SleepingBackend
 from agents.models import cast_parameters
 from agents.self_play import SelfPlayAgent
 from algorithms.config import TrainConfig
@@ -168,9 +168,8 @@ class PolicyEngine:
     def rest(self) -> None:
         """Free generation memory before the update where the backend can (a vLLM engine in
         sleep mode); the next :meth:`sync` or generation wakes it."""
-        sleep = getattr(self.agent.backend, "sleep", None)
-        if callable(sleep):
-            sleep()
+        if isinstance(self.agent.backend, SleepingBackend):
+            self.agent.backend.sleep()
 
     def sync(self) -> None:
         """Bring the trained weights to the generation backend (nothing to do when it

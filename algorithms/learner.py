@@ -125,10 +125,9 @@ class Learner:
         most = max(gather(fabric, passes)) if self.sharded else max(passes, 1)
 
         def chunk_context(index: int, count: int) -> AbstractContextManager[Any]:
-            last = (most if self.sharded else count) - 1
-            stack = ExitStack()
-            for module in modules:  # synchronise gradients on the last micro-batch only
-                stack.enter_context(fabric.no_backward_sync(module, enabled=index < last))
+            stack = ExitStack()  # gradients are synchronised on the last pass only
+            for module in modules:
+                stack.enter_context(fabric.no_backward_sync(module, enabled=index < most - 1))
             return stack
 
         metrics: dict[str, float] = {}

@@ -173,7 +173,6 @@ class SpiceTrainer:
         self.algorithm = make_algorithm(config.algorithm)
         self.iteration = 0
         self.state: TrainState | None = None
-        self.generator: Any = None
         self._last_saved: Path | None = None
 
     # ------------------------------------------------------------------ setup
@@ -193,7 +192,7 @@ class SpiceTrainer:
         if fabric.global_rank == 0:
             self.run.path.mkdir(parents=True, exist_ok=True)
         fabric.barrier()
-        learner, tokenizer, source = self._load_policy()
+        learner, tokenizer, source, generator = self._load_policy()
         # the corpus (and its held-out part) before the generation engines start: a corpus
         # that cannot give what the config asks fails before the expensive part
         corpus = self.evaluator.hold_out(load_corpus(
@@ -201,9 +200,8 @@ class SpiceTrainer:
             tokenizer=tokenizer, text_field=cfg.rollout.text_field,
             limit=cfg.rollout.max_records))
         engine = PolicyEngine(cfg, fabric, learner.model, tokenizer, precision=self.precision,
-                              source=source, generator=self.generator,
+                              source=source, generator=generator,
                               agent_wrapper=self.agent_wrapper)
-        self.generator = None  # the engine holds it
         try:
             runner = SpiceRunner(corpus, game=cfg.game, batch_size=cfg.rollout.batch_size,
                                  attempts=cfg.rollout.attempts, seed=cfg.trainer.seed,
@@ -222,9 +220,10 @@ class SpiceTrainer:
         self.state = state
         return state
 
-    def _load_policy(self) -> tuple[Learner, Any, str]:
+    def _load_policy(self) -> tuple[Learner, Any, str, Any]:
         """The policy (LoRA-wrapped, checkpointed as configured) inside its learner, its
-        tokenizer and where its weights came from."""
+        tokenizer, where its weights came from and, under FSDP, the full copy every rank
+        generates from (made before the module is sharded; None otherwise)."""
         from agents.models import load_model
 
         cfg = self.config
@@ -241,11 +240,12 @@ class SpiceTrainer:
         if cfg.trainer.activation_checkpointing:
             module.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
+        generator = None
         if cfg.trainer.strategy == "fsdp":  # every rank generates from a full copy
-            self.generator = generation_copy(cfg, module, self.precision, self.fabric.device)
+            generator = generation_copy(cfg, module, self.precision, self.fabric.device)
         learner = Learner(cfg, self.fabric, module, self.algorithm, precision=self.precision,
                           pad_id=int(pad if pad is not None else tokenizer.eos_token_id))
-        return learner, tokenizer, loaded.source
+        return learner, tokenizer, loaded.source, generator
 
     def _restore(self, state: TrainState, checkpoint: Path | None) -> None:
         """Continue from ``checkpoint``, or clear the folder for a fresh start; then write the

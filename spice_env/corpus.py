@@ -50,6 +50,7 @@ from spice_env.segment import (
     segment_text,
     token_counter,
 )
+from spice_env.text import valid_unicode
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def _documents_from_records(
             stats.record_error(f"{record.source}: text is {kind}, not a string")
             continue
         text = record.text.replace("\x00", "").strip()
-        if not _valid_unicode(text):  # a lone surrogate: no tokenizer or log can write it
+        if not valid_unicode(text):  # a lone surrogate: no tokenizer or log can write it
             stats.malformed_skipped += 1
             stats.record_error(f"{record.source}: text is not valid Unicode (a lone "
                                "surrogate)")
@@ -285,15 +286,6 @@ def _documents_from_records(
             docs.append(doc)
     stats.documents += len(docs)
     return docs
-
-
-def _valid_unicode(text: str) -> bool:
-    """Whether ``text`` can be written as UTF-8 (it holds no lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _records_for(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats

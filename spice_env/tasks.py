@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from spice_env.numeric import parse_float, parse_integer
 from spice_env.payload import find_json_object, from_tags, json_objects
+from spice_env.text import valid_unicode
 from spice_env.types import TaskFormat
 
 AnswerType = Literal["mcq_letter", "integer", "float", "expression", "string", "boolean"]
@@ -344,16 +345,6 @@ def _has_task_fields(payload: Mapping[str, Any]) -> bool:
 
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
-
-
-def valid_unicode(text: str) -> bool:
-    """Whether ``text`` can be written as UTF-8: no lone surrogate, which a JSON escape such
-    as ``\\ud83d`` without its pair produces and which tokenizers and logs cannot take."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def has_content(answer: str) -> bool:
