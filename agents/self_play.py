@@ -10,6 +10,7 @@ It plugs into ``gym.make("SpiceCorpus-v0")`` through :meth:`act` and into
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -30,16 +31,71 @@ def encode_observation(tokenizer: Any, observation: Observation, template: Templ
     ``chat`` applies the tokenizer's chat template to ``observation["messages"]`` and appends
     ``assistant_prefix``; ``plain`` encodes ``observation["prompt"]`` (the base-model template);
     ``auto`` picks ``chat`` when the tokenizer has a chat template.
+
+    The messages' text (documents, the Challenger's questions) is never read as control
+    tokens: a ``<|im_end|>`` written inside a question is encoded as the characters it is made
+    of, so it cannot close a turn or open another; only the template's own tokens are special.
     """
     use_chat = template == "chat" or (template == "auto" and getattr(tokenizer, "chat_template",
                                                                      None))
-    if use_chat:
-        messages = [dict(m) for m in observation["messages"]]
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        text += observation.get("assistant_prefix", "")
-    else:
-        text = observation["prompt"]
-    return list(tokenizer.encode(text, add_special_tokens=False))
+    if not use_chat:  # the plain template holds no control token of its own
+        return _encode_text(tokenizer, observation["prompt"])
+    messages = [dict(m) for m in observation["messages"]]
+    prefix = observation.get("assistant_prefix", "")
+    controls = control_strings(tokenizer)
+    if not any(c in str(m.get("content", "")) for m in messages for c in controls):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                             tokenize=False)
+        return list(tokenizer.encode(text + prefix, add_special_tokens=False))
+    return _encode_untrusted_chat(tokenizer, messages, prefix, controls)
+
+
+def control_strings(tokenizer: Any) -> tuple[str, ...]:
+    """The strings a tokenizer reads as one added token (``<|im_start|>``, ``<|im_end|>``,
+    ``<|endoftext|>``, ...) wherever they appear in the text it encodes."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found = {str(getattr(token, "content", token)) for token in decoder.values()}
+    found.update(str(t) for t in getattr(tokenizer, "all_special_tokens", ()) or ())
+    return tuple(sorted(t for t in found if t))
+
+
+def _encode_text(tokenizer: Any, text: str) -> list[int]:
+    """``text`` as ordinary characters: added tokens written in it are not parsed."""
+    return list(tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
+
+
+_SLOT = re.compile("\ue000(\\d+)\ue001")
+
+
+def _encode_untrusted_chat(tokenizer: Any, messages: list[dict[str, Any]], prefix: str,
+                           controls: tuple[str, ...]) -> list[int]:
+    """The chat prompt of messages whose text holds control strings: the template is rendered
+    with a placeholder per message, its pieces are encoded with their special tokens and the
+    messages' text without. A template that changes the text it inserts gets the text with
+    each control string broken by a zero-width space instead."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    slots = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
+    rendered = tokenizer.apply_chat_template(slots, add_generation_prompt=True, tokenize=False)
+    pieces = _SLOT.split(rendered)
+    contents = [str(m.get("content", "")) for m in messages]
+    for inserted in (contents, [c.strip() for c in contents]):
+        parts = [inserted[int(p)] if i % 2 else p for i, p in enumerate(pieces)]
+        if "".join(parts) == text:
+            ids: list[int] = []
+            for i, part in enumerate(parts):
+                ids += _encode_text(tokenizer, part) if i % 2 else \
+                    list(tokenizer.encode(part, add_special_tokens=False))
+            return ids + list(tokenizer.encode(prefix, add_special_tokens=False))
+    broken = [{**m, "content": _break_controls(str(m.get("content", "")), controls)}
+              for m in messages]
+    text = tokenizer.apply_chat_template(broken, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer.encode(text + prefix, add_special_tokens=False))
+
+
+def _break_controls(text: str, controls: tuple[str, ...]) -> str:
+    for control in sorted(controls, key=len, reverse=True):
+        text = text.replace(control, control[:1] + "\u200b" + control[1:])
+    return text
 
 
 def _role(observation: Observation) -> Role:
