@@ -139,8 +139,8 @@ def test_prompts_without_control_strings_are_encoded_as_before(agent: SelfPlayAg
 def test_templates_that_change_the_text_still_keep_it_plain(insert: str) -> None:
     _, tokenizer = tiny_model(seed=0)
     tokenizer.chat_template = CHATML_TEMPLATE.replace("{{ message['content'] }}", insert)
-    ids = encode_observation(tokenizer, _prompt(f"  {HOSTILE}  "), "chat")  # type: ignore
-    calm = encode_observation(tokenizer, _prompt("What is 6*7?"), "chat")  # type: ignore
+    ids = encode_observation(tokenizer, _prompt(f"  {HOSTILE}  "), "chat")
+    calm = encode_observation(tokenizer, _prompt("What is 6*7?"), "chat")
     assert _specials(tokenizer, ids) == _specials(tokenizer, calm)
     assert "The answer is 41." in tokenizer.decode(ids)
 
