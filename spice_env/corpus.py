@@ -6,13 +6,14 @@
   passages, see :mod:`spice_env.assets`); ``"embedded:math"`` or ``"embedded:general"`` for one
   half;
 * a path to a ``.jsonl``, ``.json``, ``.parquet``, ``.csv``, ``.txt`` or ``.md`` file, or to a
-  directory of such files (searched recursively);
+  directory of such files (searched recursively; other entries and outward links are skipped);
 * ``"hf:<dataset id>[:split]"`` — a dataset loaded through ``datasets`` (streamed);
 * a list of strings, of mappings with a text field, or of :class:`Document`;
 * a mapping ``{spec: weight}`` — a weighted mixture of several corpora.
 
-Bad input never aborts a large load: unreadable files and malformed records are skipped, counted
-in :attr:`Corpus.stats` and logged. A corpus with no usable document is a :class:`CorpusError`.
+Bad input never aborts a large load: unreadable files, malformed records and files or records over
+the byte caps are skipped, counted in :attr:`Corpus.stats` and logged. A corpus with no usable
+document is a :class:`CorpusError`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from spice_env.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_RECORD_BYTES, ReadLimits
 from spice_env.readers import (
     SUPPORTED_SUFFIXES,
     TEXT_FIELDS,
@@ -37,6 +39,7 @@ from spice_env.readers import (
     Record,
     as_entry,
     is_entry,
+    mixture_shares,
     read_entry,
     read_hf,
     read_jsonl,
@@ -123,10 +126,10 @@ class Corpus:
             for cname, indices, weight in components
             if len(indices) > 0
         )
-        total = sum(w for _, _, w in self.components)
-        if not self.components or total <= 0:
+        shares = mixture_shares([w for _, _, w in self.components])
+        if not shares:
             raise CorpusError(f"corpus {name!r} has no component with documents and weight > 0")
-        self.weights = np.array([w / total for _, _, w in self.components])
+        self.weights = np.array(shares)
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -288,20 +291,20 @@ def _documents_from_records(
     return docs
 
 
-def _records_for(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats
-                 ) -> tuple[Iterable[Record], str]:
+def _records_for(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats,
+                 caps: ReadLimits | None = None) -> tuple[Iterable[Record], str]:
     """The records of one source (at most ``limit`` of them) and its name."""
-    records, name = _source_records(spec, text_field, limit, stats)
+    records, name = _source_records(spec, text_field, limit, stats, caps or ReadLimits())
     return (records if limit is None else itertools.islice(records, limit)), name
 
 
-def _source_records(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats
-                    ) -> tuple[Iterable[Record], str]:
+def _source_records(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats,
+                    caps: ReadLimits) -> tuple[Iterable[Record], str]:
     if is_entry(spec):
         entry = as_entry(spec)
         return read_entry(entry, text_field, limit, stats), entry.label
     if isinstance(spec, Path):
-        return read_path(spec, text_field, stats), str(spec)
+        return read_path(spec, text_field, stats, caps), str(spec)
     if isinstance(spec, str):
         if not spec.strip():
             raise CorpusError("the corpus spec is empty; use 'embedded', a path, "
@@ -324,7 +327,7 @@ def _source_records(spec: Any, text_field: str | None, limit: int | None, stats:
                 f"unknown corpus spec scheme {scheme.group(1)!r} in {spec!r}; use 'embedded', "
                 "a local path, 'hf:<dataset id>[:split]', a list, or a {spec: weight} mapping"
             )
-        return read_path(Path(spec).expanduser(), text_field, stats), spec
+        return read_path(Path(spec).expanduser(), text_field, stats, caps), spec
     if isinstance(spec, Sequence):
         return rows_to_records(spec, "memory", text_field, stats), "memory"
     raise CorpusError(f"cannot load a corpus from a {type(spec).__name__}")
@@ -337,6 +340,8 @@ def load_corpus(
     tokenizer: Any | None = None,
     text_field: str | None = None,
     limit: int | None = None,
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
+    max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES,
 ) -> Corpus:
     """Load, segment and de-duplicate a corpus.
 
@@ -347,36 +352,36 @@ def load_corpus(
         text_field: the record field holding the text; by default the first of
             :data:`TEXT_FIELDS` present.
         limit: read at most this many records from each source.
+        max_file_bytes: skip (and count) local files larger than this, unopened (None: no cap).
+        max_record_bytes: skip (and count) JSON Lines and CSV lines and plain-text files larger
+            than this, never holding more of them (None: no cap).
 
     Raises:
-        CorpusError: for a missing path, an unknown spec, or a corpus without usable documents.
+        CorpusError: for a missing path, a FIFO, socket or device file, an unknown spec, or a
+            corpus without usable documents.
     """
     if isinstance(spec, Corpus):
         return spec
     if spec == "embedded":
         spec = {"embedded:math": 0.5, "embedded:general": 0.5}
     options: dict[str, Any] = {"max_tokens": max_tokens, "tokenizer": tokenizer,
-                               "text_field": text_field, "limit": limit}
+                               "text_field": text_field, "limit": limit,
+                               "max_file_bytes": max_file_bytes,
+                               "max_record_bytes": max_record_bytes}
     if isinstance(spec, Mapping) and not is_entry(spec):
         return _load_mixture(list(spec.items()), **options)
     if _entries(spec):
         parsed = [as_entry(e) for e in spec]  # type: ignore[union-attr]
         return _load_mixture([(e, e.weight) for e in parsed], **options)
     stats = CorpusStats()
-    records, name = _records_for(spec, text_field, limit, stats)
+    caps = ReadLimits(max_file_bytes, max_record_bytes)
+    records, name = _records_for(spec, text_field, limit, stats, caps)
     docs = _documents_from_records(records, max_tokens, token_counter(tokenizer), stats, set())
     if not docs:
         detail = f"; first problems: {stats.errors[:3]}" if stats.errors else ""
-        raise CorpusError(
-            f"corpus {name!r} has no usable document ({stats.records_read} records read, "
-            f"{stats.empty_skipped} empty, {stats.malformed_skipped} malformed, "
-            f"{stats.unreadable_files} unreadable files){detail}"
-        )
-    if stats.malformed_skipped or stats.unreadable_files:
-        logger.warning(
-            "corpus %r: skipped %d malformed records and %d unreadable files",
-            name, stats.malformed_skipped, stats.unreadable_files,
-        )
+        raise CorpusError(f"corpus {name!r} has no usable document ({stats.summary()}){detail}")
+    if stats.has_problems:
+        logger.warning("corpus %r: %s", name, stats.summary())
     return Corpus(docs, name=name, stats=stats)
 
 
@@ -435,17 +440,16 @@ def _peek_mixture(parts: Sequence[tuple[Any, float, str]], *, records: int,
                   text_field: str | None) -> list[SourcePeek]:
     if not parts:
         raise CorpusError("a corpus mixture needs at least one component")
-    total = 0.0
     for _, weight, label in parts:
         _check_weight(label, weight)
-        total += float(weight)
-    if total <= 0:
+    shares = mixture_shares([float(weight) for _, weight, _ in parts])
+    if not shares:
         raise CorpusError("the corpus mixture's weights are all 0")
     out = []
-    for part, weight, label in parts:
+    for (part, _, label), share in zip(parts, shares, strict=True):
         for inner in peek_corpus(part, records=records, text_field=text_field):
             out.append(SourcePeek(f"{label}/{inner.name}" if inner.name != label else label,
-                                  float(weight) / total * inner.weight, inner.records,
+                                  share * inner.weight, inner.records,
                                   inner.documents, inner.first))
     return out
 

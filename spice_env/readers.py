@@ -1,6 +1,8 @@
 """Reading records from corpus sources: JSON Lines, JSON, Parquet, CSV and plain-text files,
-folders of them, and Hugging Face datasets; malformed records and unreadable files are skipped
-and counted in :class:`CorpusStats`, never fatal."""
+folders of them, and Hugging Face datasets; malformed records, unreadable files, entries of a
+folder that are not plain corpus files, and files or records over the byte caps of
+:class:`~spice_env.files.ReadLimits` are skipped and counted in :class:`CorpusStats`, never
+fatal."""
 
 from __future__ import annotations
 
@@ -10,10 +12,19 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from spice_env.files import (
+    DEFAULT_LIMITS,
+    ReadLimits,
+    UnusablePathError,
+    corpus_files,
+    numbered_lines,
+    read_bounded,
+)
 
 logger = logging.getLogger("spice_env.corpus")
 
@@ -28,9 +39,40 @@ class CorpusError(ValueError):
     """A corpus spec or source cannot give any usable document."""
 
 
+_SKIP_WORDS = (
+    ("empty_skipped", "empty"), ("duplicates_skipped", "duplicate"),
+    ("malformed_skipped", "malformed"), ("oversized_records_skipped", "oversized records"),
+    ("unreadable_files", "unreadable files"), ("oversized_files_skipped", "oversized files"),
+    ("special_files_skipped", "special files"), ("links_skipped", "links"),
+    ("unknown_files_skipped", "files of unknown type"),
+)
+_PROBLEMS = ("malformed_skipped", "oversized_records_skipped", "unreadable_files",
+             "oversized_files_skipped", "special_files_skipped", "links_skipped",
+             "unknown_files_skipped")
+
+
 @dataclass
 class CorpusStats:
-    """What happened while loading: counts of everything kept, split, skipped and why."""
+    """What happened while loading: counts of everything kept, split, skipped and why.
+
+    Attributes:
+        files_read: files (and datasets) read.
+        records_read: records read, kept or not.
+        documents: documents kept.
+        segmented: texts split into several documents.
+        empty_skipped: records whose text is empty.
+        duplicates_skipped: segments whose text was already kept.
+        malformed_skipped: records that are not JSON, lack a text field, or hold no string.
+        oversized_records_skipped: records over ``max_record_bytes`` (JSON Lines and CSV lines,
+            plain-text files).
+        unreadable_files: files that could not be read or parsed.
+        oversized_files_skipped: files over ``max_file_bytes``, never opened.
+        special_files_skipped: FIFOs, sockets and device files in a folder, never opened.
+        links_skipped: links in a folder that are broken or loop, lead outside the folder or to
+            a folder, or to a file read already (hard links included).
+        unknown_files_skipped: files in a folder without a supported suffix.
+        errors: the first 50 problems, in words.
+    """
 
     files_read: int = 0
     records_read: int = 0
@@ -39,7 +81,12 @@ class CorpusStats:
     empty_skipped: int = 0
     duplicates_skipped: int = 0
     malformed_skipped: int = 0
+    oversized_records_skipped: int = 0
     unreadable_files: int = 0
+    oversized_files_skipped: int = 0
+    special_files_skipped: int = 0
+    links_skipped: int = 0
+    unknown_files_skipped: int = 0
     errors: list[str] = field(default_factory=list)
 
     def record_error(self, message: str) -> None:
@@ -50,14 +97,25 @@ class CorpusStats:
 
     def merge(self, other: CorpusStats) -> None:
         """Add another load's counts to these."""
-        for name in (
-            "files_read", "records_read", "documents", "segmented", "empty_skipped",
-            "duplicates_skipped", "malformed_skipped", "unreadable_files",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for counter in fields(self):
+            if counter.name != "errors":
+                setattr(self, counter.name,
+                        getattr(self, counter.name) + getattr(other, counter.name))
         for message in other.errors:
             if len(self.errors) < _MAX_REPORTED_ERRORS:
                 self.errors.append(message)
+
+    @property
+    def has_problems(self) -> bool:
+        """Whether anything was skipped for a reason other than being empty or a duplicate."""
+        return any(getattr(self, name) for name in _PROBLEMS)
+
+    def summary(self) -> str:
+        """The counts in words: ``"12 records read; skipped: 2 malformed, 1 unreadable files"``
+        (only the non-zero skip counts are named)."""
+        skipped = [f"{getattr(self, name)} {words}" for name, words in _SKIP_WORDS
+                   if getattr(self, name)]
+        return f"{self.records_read} records read; skipped: {', '.join(skipped) or 'nothing'}"
 
 
 @dataclass
@@ -111,9 +169,25 @@ def rows_to_records(
         yield Record(text, str(row.get("source", source)), meta)
 
 
-def read_jsonl(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[Record]:
-    with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
-        for lineno, line in enumerate(handle, start=1):
+def _text_lines(handle: BinaryIO, path: Path, limit: int | None, stats: CorpusStats
+                ) -> Iterator[tuple[int, str]]:
+    """The numbered lines of a UTF-8 file; lines over ``limit`` bytes are skipped and counted."""
+    for lineno, line in numbered_lines(handle, limit):
+        if line is None:
+            stats.records_read += 1
+            stats.oversized_records_skipped += 1
+            stats.record_error(f"{path}:{lineno}: line longer than {limit} bytes "
+                               "(max_record_bytes), skipped")
+        else:
+            yield lineno, line
+
+
+def read_jsonl(path: Path, text_field: str | None, stats: CorpusStats,
+               limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[Record]:
+    """The records of a JSON Lines file, one per line; malformed and overlong lines are skipped
+    and counted."""
+    with path.open("rb") as handle:
+        for lineno, line in _text_lines(handle, path, limits.max_record_bytes, stats):
             if not line.strip():
                 continue
             try:
@@ -126,8 +200,17 @@ def read_jsonl(path: Path, text_field: str | None, stats: CorpusStats) -> Iterat
             yield from rows_to_records([row], f"{path}:{lineno}", text_field, stats)
 
 
-def _read_json(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[Record]:
-    data = json.loads(path.read_text(encoding="utf-8-sig", errors="replace"))
+def _decoded(path: Path, limit: int | None) -> str | None:
+    data = read_bounded(path, limit)
+    return None if data is None else data.decode("utf-8-sig", errors="replace")
+
+
+def _read_json(path: Path, text_field: str | None, stats: CorpusStats, limits: ReadLimits
+               ) -> Iterator[Record]:
+    text = _decoded(path, limits.max_file_bytes)
+    if text is None:
+        raise ValueError(f"the file grew past {limits.max_file_bytes} bytes (max_file_bytes)")
+    data = json.loads(text)
     if isinstance(data, Mapping):
         for key in ("documents", "data", "rows", "examples"):
             if isinstance(data.get(key), list):
@@ -140,25 +223,36 @@ def _read_json(path: Path, text_field: str | None, stats: CorpusStats) -> Iterat
     yield from rows_to_records(data, str(path), text_field, stats)
 
 
-def _read_parquet(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[Record]:
+def _read_parquet(path: Path, text_field: str | None, stats: CorpusStats, limits: ReadLimits
+                  ) -> Iterator[Record]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     yield from rows_to_records(table.to_pylist(), str(path), text_field, stats)
 
 
-def _read_csv(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[Record]:
-    csv.field_size_limit(1 << 30)
-    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as handle:
-        yield from rows_to_records(csv.DictReader(handle), str(path), text_field, stats)
+def _read_csv(path: Path, text_field: str | None, stats: CorpusStats, limits: ReadLimits
+              ) -> Iterator[Record]:
+    csv.field_size_limit(limits.max_record_bytes or 1 << 30)  # a field spanning many lines
+    with path.open("rb") as handle:
+        lines = (line for _, line in _text_lines(handle, path, limits.max_record_bytes, stats))
+        yield from rows_to_records(csv.DictReader(lines), str(path), text_field, stats)
 
 
-def _read_plain(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[Record]:
+def _read_plain(path: Path, text_field: str | None, stats: CorpusStats, limits: ReadLimits
+                ) -> Iterator[Record]:
     stats.records_read += 1
-    yield Record(path.read_text(encoding="utf-8-sig", errors="replace"), str(path), {})
+    limit = limits.max_record_bytes
+    text = None if limit is not None and path.stat().st_size > limit else _decoded(path, limit)
+    if text is None:
+        stats.oversized_records_skipped += 1
+        stats.record_error(f"{path}: a plain-text file (one record) over {limit} bytes "
+                           "(max_record_bytes), skipped")
+        return
+    yield Record(text, str(path), {})
 
 
-_READERS: dict[str, Callable[[Path, str | None, CorpusStats], Iterator[Record]]] = {
+_READERS: dict[str, Callable[[Path, str | None, CorpusStats, ReadLimits], Iterator[Record]]] = {
     ".jsonl": read_jsonl,
     ".json": _read_json,
     ".parquet": _read_parquet,
@@ -168,32 +262,56 @@ _READERS: dict[str, Callable[[Path, str | None, CorpusStats], Iterator[Record]]]
 }
 
 
-def read_path(path: Path, text_field: str | None, stats: CorpusStats) -> Iterator[Record]:
-    if not path.exists():
-        raise CorpusError(f"corpus path does not exist: {path}")
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _READERS)
-        if not files:
-            raise CorpusError(
-                f"corpus directory {path} holds no {', '.join(SUPPORTED_SUFFIXES)} file"
-            )
-    elif path.suffix not in _READERS:
-        raise CorpusError(
-            f"unsupported corpus file type {path.suffix!r} ({path}); "
-            f"supported: {', '.join(SUPPORTED_SUFFIXES)}"
-        )
-    else:
-        files = [path]
-    for file in files:
-        try:
-            # materialise per file so a failure mid-file is attributed and the rest continues
-            records = list(_READERS[file.suffix](file, text_field, stats))
-        except Exception as exc:  # pyarrow, csv and json raise their own types on corrupt files
-            stats.unreadable_files += 1
-            stats.record_error(f"{file}: unreadable ({type(exc).__name__}: {exc})")
-            continue
-        stats.files_read += 1
-        yield from records
+_SKIP_COUNTERS = {"special": "special_files_skipped", "link": "links_skipped",
+                  "unknown": "unknown_files_skipped", "unreadable": "unreadable_files"}
+
+
+def _corpus_files(path: Path, stats: CorpusStats) -> list[Path]:
+    """The files to read for a corpus path, a folder's other entries counted in ``stats``."""
+    try:
+        files, skipped = corpus_files(path, SUPPORTED_SUFFIXES)
+    except UnusablePathError as exc:
+        raise CorpusError(str(exc)) from None
+    for entry in skipped:
+        counter = _SKIP_COUNTERS[entry.kind]
+        setattr(stats, counter, getattr(stats, counter) + 1)
+        if entry.kind != "unknown":  # a README or a licence file is no problem to report
+            stats.record_error(f"{entry.path}: {entry.reason}; skipped")
+    return files
+
+
+def _read_file(file: Path, text_field: str | None, stats: CorpusStats, limits: ReadLimits
+               ) -> list[Record] | None:
+    """All records of one file (None: it was skipped, and counted)."""
+    try:
+        size = file.stat().st_size
+        if limits.max_file_bytes is not None and size > limits.max_file_bytes:
+            stats.oversized_files_skipped += 1
+            stats.record_error(f"{file}: {size} bytes, over {limits.max_file_bytes} "
+                               "(max_file_bytes); skipped")
+            return None
+        # materialise per file so a failure mid-file is attributed and the rest continues
+        return list(_READERS[file.suffix](file, text_field, stats, limits))
+    except Exception as exc:  # pyarrow, csv and json raise their own types on corrupt files
+        stats.unreadable_files += 1
+        stats.record_error(f"{file}: unreadable ({type(exc).__name__}: {exc})")
+        return None
+
+
+def read_path(path: Path, text_field: str | None, stats: CorpusStats,
+              limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[Record]:
+    """The records of a corpus file, or of every supported file under a folder (see
+    :func:`~spice_env.files.find_files`), within ``limits``.
+
+    Raises:
+        CorpusError: a missing path, a FIFO, socket or device file (never opened), an
+            unsupported suffix, or a folder without a supported file.
+    """
+    for file in _corpus_files(path, stats):
+        records = _read_file(file, text_field, stats, limits)
+        if records is not None:
+            stats.files_read += 1
+            yield from records
 
 
 def read_hf(spec: str, text_field: str | None, limit: int | None, stats: CorpusStats
@@ -225,6 +343,17 @@ def valid_weight(weight: Any) -> bool:
     """Whether ``weight`` can weigh a part of a mixture: a finite number >= 0 (not a bool)."""
     return (not isinstance(weight, bool) and isinstance(weight, int | float) and weight >= 0
             and math.isfinite(weight))
+
+
+def mixture_shares(weights: Sequence[float]) -> list[float]:
+    """``weights`` scaled to sum to 1, without overflow for weights near the largest float; an
+    empty list when a weight is not valid (see :func:`valid_weight`) or none is > 0."""
+    top = max(weights, default=0.0)
+    if not all(valid_weight(w) for w in weights) or top <= 0:
+        return []
+    scaled = [w / top for w in weights]
+    total = math.fsum(scaled)
+    return [w / total for w in scaled]
 
 
 ENTRY_KEYS = ("hf", "config", "split", "text", "weight", "max_records")

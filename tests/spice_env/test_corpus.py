@@ -6,7 +6,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import random
+import socket
+import stat
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from spice_env.corpus import (
     Document,
     approx_token_count,
     load_corpus,
+    peek_corpus,
     segment_text,
     token_counter,
 )
@@ -753,3 +757,166 @@ def test_a_record_with_a_lone_surrogate_is_skipped_and_counted(tmp_path: Path) -
     assert len(corpus) == 2 and corpus.stats.malformed_skipped == 1
     assert any("lone surrogate" in e for e in corpus.stats.errors)
     assert all("\ud83d" not in d.text for d in corpus.documents)
+
+
+# --- hostile files --------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_given_as_the_corpus_path_is_refused_unopened(tmp_path: Path) -> None:
+    pipe = tmp_path / "corpus.jsonl"
+    os.mkfifo(pipe)
+    for spec in (pipe, str(pipe)):
+        with pytest.raises(CorpusError, match=r"is a FIFO \(named pipe\).*not opened") as info:
+            load_corpus(spec)
+        assert "\n" not in str(info.value)
+    with pytest.raises(CorpusError, match="FIFO"):
+        peek_corpus(str(pipe))
+
+
+@pytest.mark.timeout(20)
+def test_fifos_sockets_and_devices_in_a_folder_are_skipped_unopened(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    write_jsonl(root / "a.jsonl", [{"text": "the only real document"}])
+    os.mkfifo(root / "b.jsonl")
+    (root / "to-fifo.jsonl").symlink_to(root / "b.jsonl")
+    specials = 2
+    with socket.socket(socket.AF_UNIX) as server:
+        try:
+            server.bind(str(root / "s.jsonl"))
+            specials += 1
+        except OSError:  # a path too long for a socket address
+            pass
+        try:
+            os.mknod(root / "null.txt", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+            specials += 1
+        except (PermissionError, OSError):  # device files need privileges
+            pass
+        corpus = load_corpus(root)
+    assert texts(corpus) == ["the only real document"]
+    assert corpus.stats.special_files_skipped == specials
+    assert corpus.stats.files_read == 1 and corpus.stats.unreadable_files == 0
+    assert any("FIFO" in e and "b.jsonl" in e for e in corpus.stats.errors)
+
+
+def test_links_that_loop_or_lead_outside_the_folder_are_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "corpus"
+    write_jsonl(root / "real.jsonl", [{"text": "a document inside the folder"}])
+    write_jsonl(root / "store" / "shard.dat", [{"text": "read through a link inside"}])
+    write_jsonl(tmp_path / "secret.jsonl", [{"text": "a document outside the folder"}])
+    (tmp_path / "elsewhere").mkdir()
+    write_jsonl(tmp_path / "elsewhere" / "more.jsonl", [{"text": "in a folder outside"}])
+    (root / "a.jsonl").symlink_to(root / "b.jsonl")
+    (root / "b.jsonl").symlink_to(root / "a.jsonl")
+    (root / "self.jsonl").symlink_to(root / "self.jsonl")
+    (root / "broken.jsonl").symlink_to(root / "missing.jsonl")
+    (root / "out.jsonl").symlink_to(tmp_path / "secret.jsonl")
+    (root / "out-dir").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "store" / "up").symlink_to(root, target_is_directory=True)
+    (root / "alias.jsonl").symlink_to("real.jsonl")
+    os.link(root / "real.jsonl", root / "hard.jsonl")
+    (root / "linked.jsonl").symlink_to(root / "store" / "shard.dat")
+    corpus = load_corpus(root)
+    assert sorted(texts(corpus)) == ["a document inside the folder", "read through a link inside"]
+    assert corpus.stats.duplicates_skipped == 0  # every file is read once
+    # a, b, self, broken, out, out-dir, store/up, alias and hard
+    assert corpus.stats.links_skipped == 9
+    assert corpus.stats.unknown_files_skipped == 1  # store/shard.dat itself
+    assert corpus.stats.files_read == 2
+    assert any("out.jsonl" in e and "outside the folder" in e for e in corpus.stats.errors)
+
+
+def test_a_looping_or_broken_link_given_as_the_path_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "loop.jsonl").symlink_to(tmp_path / "loop.jsonl")
+    (tmp_path / "broken.jsonl").symlink_to(tmp_path / "nothing.jsonl")
+    with pytest.raises(CorpusError, match=r"loop\.jsonl cannot be used"):
+        load_corpus(tmp_path / "loop.jsonl")
+    with pytest.raises(CorpusError, match=r"does not exist: .*broken\.jsonl \(a broken link\)"):
+        load_corpus(tmp_path / "broken.jsonl")
+
+
+def test_files_of_unknown_type_in_a_folder_are_counted(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "a document"}])
+    (tmp_path / "README").write_text("about this corpus")
+    (tmp_path / "notes.xml").write_text("<x/>")
+    corpus = load_corpus(tmp_path)
+    assert corpus.stats.unknown_files_skipped == 2 and corpus.stats.files_read == 1
+    assert corpus.stats.errors == []  # counted, not reported as problems
+    (tmp_path / "a.jsonl").unlink()
+    with pytest.raises(CorpusError, match=r"holds no .*\(2 other entries skipped\)"):
+        load_corpus(tmp_path)
+
+
+def test_an_overlong_jsonl_line_is_skipped_and_the_records_after_it_kept(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    rows = [{"text": "the first document"}, {"text": "x" * 5000}, {"text": "the third document"},
+            {"text": "y" * 990}]
+    write_jsonl(path, rows)
+    corpus = load_corpus(path, max_record_bytes=1000)
+    assert texts(corpus) == ["the first document", "the third document"]
+    assert corpus.stats.oversized_records_skipped == 2
+    assert corpus.stats.records_read == 4 and corpus.stats.malformed_skipped == 0
+    assert any(":2: line longer than 1000 bytes" in e for e in corpus.stats.errors)
+    assert len(load_corpus(path, max_record_bytes=None)) == 4
+    assert len(load_corpus(path)) == 4  # the default cap is far above these records
+
+
+def test_overlong_csv_lines_and_plain_text_files_are_skipped(tmp_path: Path) -> None:
+    (tmp_path / "table.csv").write_text(f"text,n\nshort row,1\n{'z' * 3000},2\nlast row,3\n")
+    (tmp_path / "big.txt").write_text("w " * 1500)
+    (tmp_path / "small.md").write_text("a short note")
+    corpus = load_corpus(tmp_path, max_record_bytes=1000)
+    assert sorted(texts(corpus)) == ["a short note", "last row", "short row"]
+    assert corpus.stats.oversized_records_skipped == 2
+    assert corpus.stats.files_read == 3
+
+
+def test_files_over_the_file_cap_are_skipped_unopened(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "small.jsonl", [{"text": "a small file"}])
+    (tmp_path / "big.json").write_text(json.dumps([{"text": f"row {i}"} for i in range(200)]))
+    write_parquet(tmp_path / "big.parquet", [{"text": f"row {i} " * 50} for i in range(50)])
+    corpus = load_corpus(tmp_path, max_file_bytes=1000)
+    assert texts(corpus) == ["a small file"]
+    assert corpus.stats.oversized_files_skipped == 2 and corpus.stats.unreadable_files == 0
+    assert corpus.stats.files_read == 1
+    with pytest.raises(CorpusError, match=r"no usable document .*1 oversized files") as info:
+        load_corpus(tmp_path / "big.json", max_file_bytes=1000)
+    assert "max_file_bytes" in str(info.value)
+    assert len(load_corpus(tmp_path, max_file_bytes=None)) == 1 + 200 + 50
+
+
+@pytest.mark.parametrize("caps", [{"max_file_bytes": 0}, {"max_record_bytes": -1},
+                                  {"max_record_bytes": 1.5}, {"max_file_bytes": True}])
+def test_bad_byte_caps_are_refused(tmp_path: Path, caps: dict[str, object]) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [{"text": "a document"}])
+    with pytest.raises(ValueError, match="must be an integer >= 1 or None"):
+        load_corpus(path, **caps)  # type: ignore[arg-type]
+
+
+def test_new_counters_are_merged_and_summarised(tmp_path: Path) -> None:
+    for name in ("one", "two"):
+        write_jsonl(tmp_path / name / "a.jsonl", [{"text": f"{name}"}, {"text": "q" * 2000}])
+        (tmp_path / name / "LICENSE").write_text("licence text")
+        os.mkfifo(tmp_path / name / "pipe.jsonl")
+    corpus = load_corpus({str(tmp_path / "one"): 1, str(tmp_path / "two"): 1},
+                         max_record_bytes=1000)
+    stats = corpus.stats
+    assert (stats.unknown_files_skipped, stats.special_files_skipped,
+            stats.oversized_records_skipped) == (2, 2, 2)
+    summary = stats.summary()
+    assert summary.startswith("4 records read; skipped: ")
+    for words in ("2 oversized records", "2 special files", "2 files of unknown type"):
+        assert words in summary
+    assert stats.has_problems
+
+
+def test_mixture_weights_near_the_float_maximum_sample(two_sources: tuple[str, str]) -> None:
+    small, large = two_sources
+    corpus = load_corpus({small: 1e308, large: 1e308})
+    assert corpus.weights.tolist() == pytest.approx([0.5, 0.5])
+    drawn = corpus.sampler(seed=0).sample(400)
+    assert 120 < sum(d.text.startswith("small") for d in drawn) < 280
+    skewed = load_corpus({small: 1.7e308, large: 1e-300})
+    assert skewed.weights.tolist() == pytest.approx([1.0, 0.0])
+    assert [p.weight for p in peek_corpus({small: 1e308, large: 1e308})] == pytest.approx(
+        [0.5, 0.5])

@@ -3,6 +3,8 @@ text templates, datasets objects, save_to_disk folders, mixtures of entries — 
 
 from __future__ import annotations
 
+import io
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,8 @@ import pytest
 datasets = pytest.importorskip("datasets")
 
 from spice_env.corpus import CorpusError, load_corpus  # noqa: E402
-from spice_env.readers import DatasetEntry  # noqa: E402
+from spice_env.files import bounded_lines, numbered_lines  # noqa: E402
+from spice_env.readers import CorpusStats, DatasetEntry, mixture_shares  # noqa: E402
 
 PASSAGE = ("The tide rises twice a day because the moon pulls the oceans toward it, and the "
            "Earth turns beneath the bulge. ")
@@ -108,3 +111,66 @@ def test_a_list_of_entries_is_a_weighted_mixture(tmp_path: Path) -> None:
 def test_bad_entries_name_the_problem(entry: dict[str, object], message: str) -> None:
     with pytest.raises(CorpusError, match=message):
         DatasetEntry.parse(entry)
+
+
+# --- bounded reading, shares and stats ----------------------------------------------------------
+
+
+class CountingBytes(io.BytesIO):
+    """A binary handle that remembers the longest piece any read returned."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.longest = 0
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = super().readline(size)
+        self.longest = max(self.longest, len(line))
+        return line
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.longest = max(self.longest, len(data))
+        return data
+
+
+def test_bounded_lines_drop_overlong_lines_in_chunks_and_go_on() -> None:
+    limit = 1000
+    data = (b"a" * limit + b"\n" + b"b" * limit + b"\r\n" + b"c" * (limit + 1) + b"\n"
+            + b"d" * (3 << 20) + b"\nshort\n" + b"e" * (limit + 1))
+    handle = CountingBytes(data)
+    lines = list(bounded_lines(handle, limit))
+    assert [None if line is None else line[:1] for line in lines] == [
+        b"a", b"b", None, None, b"s", None]
+    assert lines[4] == b"short\n"
+    assert handle.longest <= 1 << 20  # the 3 MiB line was never held whole
+    assert list(bounded_lines(io.BytesIO(b"x\ny"), None)) == [b"x\n", b"y"]
+
+
+def test_numbered_lines_decode_and_drop_the_byte_order_mark() -> None:
+    data = b"\xef\xbb\xbf{}\n" + b"z" * 50 + b"\n\xff ok\n"
+    assert list(numbered_lines(io.BytesIO(data), 10)) == [
+        (1, "{}\n"), (2, None), (3, "\ufffd ok\n")]
+
+
+def test_mixture_shares_do_not_overflow() -> None:
+    assert mixture_shares([1e308, 1e308, 1e308]) == pytest.approx([1 / 3] * 3)
+    assert mixture_shares([3.0, 1.0]) == pytest.approx([0.75, 0.25])
+    assert mixture_shares([5e-324, 5e-324]) == pytest.approx([0.5, 0.5])
+    assert mixture_shares([0.0, 0.0]) == [] and mixture_shares([]) == []
+    assert mixture_shares([1.0, float("inf")]) == [] and mixture_shares([1.0, -1.0]) == []
+
+
+def test_merge_adds_every_counter() -> None:
+    counters = [f.name for f in fields(CorpusStats) if f.name != "errors"]
+    assert {"special_files_skipped", "links_skipped", "unknown_files_skipped",
+            "oversized_files_skipped", "oversized_records_skipped"} <= set(counters)
+    one, two = CorpusStats(), CorpusStats()
+    for index, name in enumerate(counters, start=1):
+        setattr(one, name, index)
+        setattr(two, name, 10 * index)
+    one.merge(two)
+    assert [getattr(one, name) for name in counters] == [
+        11 * i for i in range(1, len(counters) + 1)]
+    assert CorpusStats().summary() == "0 records read; skipped: nothing"
+    assert not CorpusStats(empty_skipped=3, duplicates_skipped=1).has_problems
