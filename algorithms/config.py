@@ -198,7 +198,7 @@ class TrainerConfig(_Section):
     overwrite: bool = Field(default=False, description="Start afresh in an output_dir that "
                             "holds an earlier run, deleting its checkpoints, metrics and "
                             "rollouts (otherwise such a start is refused; --resume continues "
-                            "it).")
+                            "it). Only a folder marked by a run (spice-run.json) is cleared.")
     export_model: bool = Field(default=True, description="Save the trained model and "
                                "tokenizer as a transformers folder (model/) at the end.")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from algorithms.config import ConfigError, TrainConfig
-from algorithms.run_folder import RunFolder
+from algorithms.run_folder import RunFolder, unowned_message
 
 
 class PreflightError(ConfigError):
@@ -159,6 +159,8 @@ def check_output_dir(config: TrainConfig, *, resume: bool = False) -> None:
             raise PreflightError(f"nothing to resume: {run.checkpoints_dir} has no "
                                  "checkpoint (run without --resume to start)")
         check_checkpoint_strategy(config, latest)
+    elif run.unowned_paths():
+        raise PreflightError(unowned_message(run, run.unowned_paths()))
     elif run.has_history() and not config.trainer.overwrite:
         raise PreflightError(f"{folder} holds an earlier run: continue it with --resume, or set "
                              "trainer.overwrite=true to start afresh (its checkpoints, metrics "

@@ -3,6 +3,7 @@
 ::
 
     <run>/
+      spice-run.json           the marker saying a run owns this folder's run files
       config.yaml              the validated config the run started with
       metrics.jsonl            one record per iteration (rank 0)
       evaluations.jsonl        every answer of the in-loop evaluation
@@ -16,21 +17,26 @@
 :class:`RunFolder` names these paths and does what is done to them: find the newest checkpoint
 through the ``last`` pointer, tell a checkpoint's iteration from its name, publish a checkpoint
 atomically and prune old ones, cut the logs back to a checkpoint on resume, and clear what an
-earlier run left before a fresh start. The trainer, the checkpoint loaders, the preflight checks
-and the benchmarks that read runs all go through it.
+earlier run left before a fresh start. Only a folder holding the run marker is ever cleared: a
+folder whose ``model/``, ``logs/`` or ``checkpoints/`` no run wrote is refused, not emptied. The
+trainer, the checkpoint loaders, the preflight checks and the benchmarks that read runs all go
+through it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from algorithms.config import TrainConfig
 
+MARKER_FILE = "spice-run.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 EVALUATIONS_FILE = "evaluations.jsonl"
@@ -124,6 +130,22 @@ class RunFolder:
         """Whether the folder holds a run's metrics or checkpoints (an earlier run)."""
         return self.metrics_file.exists() or self.latest() is not None
 
+    def is_marked(self) -> bool:
+        """Whether the folder holds the run marker (a run of this library owns its run files)."""
+        return (self.path / MARKER_FILE).is_file()
+
+    def run_paths(self) -> list[Path]:
+        """The paths of the run layout present here: what :meth:`clear` removes."""
+        candidates = [self.checkpoints_dir, self.metrics_file, self.ranks_file,
+                      self.evaluations_file, self.plots_dir, self.export_dir,
+                      *(self.path / d for d in LOG_DIRS), *self.rollout_files()]
+        return [p for p in candidates if p.exists() or p.is_symlink()]
+
+    def unowned_paths(self) -> list[Path]:
+        """Run-layout paths that no run is known to have written (there is no marker):
+        clearing the folder would delete them, so a fresh start refuses."""
+        return [] if self.is_marked() else self.run_paths()
+
     def has_export(self) -> bool:
         """Whether the final policy was exported as a transformers folder."""
         return (self.export_dir / "config.json").is_file()
@@ -215,13 +237,37 @@ class RunFolder:
         truncate_jsonl(self.evaluations_file, iteration)
         return truncate_jsonl(self.metrics_file, iteration)
 
+    def mark(self) -> None:
+        """Write the run marker (at a fresh start, and on resuming a folder without one)."""
+        from spice_env import __version__
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.is_marked():
+            record = {"library": "spice-env", "version": __version__,
+                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            (self.path / MARKER_FILE).write_text(json.dumps(record) + "\n", "utf-8")
+
     def clear(self) -> None:
-        """Delete what an earlier run wrote here (before a fresh start in the same folder)."""
-        remove(self.checkpoints_dir)
-        for path in (self.metrics_file, self.ranks_file, self.evaluations_file,
-                     self.plots_dir, self.export_dir, *(self.path / d for d in LOG_DIRS),
-                     *self.rollout_files()):
+        """Delete what an earlier run wrote here and mark the folder for a fresh start.
+
+        Raises:
+            FileExistsError: the folder holds run-layout paths but no run marker (they may be
+                the user's own files; nothing is deleted).
+        """
+        unowned = self.unowned_paths()
+        if unowned:
+            raise FileExistsError(unowned_message(self, unowned))
+        for path in self.run_paths():
             remove(path)
+        self.mark()
+
+
+def unowned_message(run: RunFolder, unowned: list[Path]) -> str:
+    """The one-line refusal to start in a folder whose run files no run wrote."""
+    names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in unowned)
+    return (f"{run.path} holds {names} but no {MARKER_FILE}, so no run of this library wrote "
+            "them and a fresh start would delete them; move them away or choose another "
+            "trainer.output_dir")
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path | None:

@@ -260,6 +260,7 @@ class SpiceTrainer:
                 self.run.clear()
             fabric.barrier()
         if fabric.global_rank == 0:
+            self.run.mark()  # a run from before the marker existed gets one when resumed
             self.run.write_config(_config_yaml(self.config))
         fabric.barrier()
 

@@ -67,8 +67,37 @@ def test_clear_removes_what_a_run_wrote_and_keeps_the_rest(tmp_path: Path) -> No
     mine = run.path / "notes.txt"
     mine.write_text("keep me")
     run.write_config("model: {}\n")
+    run.mark()
     run.clear()
-    assert sorted(p.name for p in run.path.iterdir()) == ["config.yaml", "notes.txt"]
+    assert sorted(p.name for p in run.path.iterdir()) == ["config.yaml", "notes.txt",
+                                                          "spice-run.json"]
+
+
+@pytest.mark.parametrize("theirs", ["model", "logs", "checkpoints", "plots", "metrics.jsonl"])
+def test_a_folder_no_run_wrote_is_never_cleared(tmp_path: Path, theirs: str) -> None:
+    run = RunFolder(tmp_path / "work")
+    run.path.mkdir()
+    path = run.path / theirs
+    if "." in theirs:
+        path.write_text("their own file\n")
+    else:
+        path.mkdir()
+        (path / "weights.bin").write_bytes(b"theirs")
+    assert run.unowned_paths() == [path]
+    with pytest.raises(FileExistsError, match=f"holds {theirs}.* but no spice-run.json"):
+        run.clear()
+    assert path.exists() and not run.is_marked()  # nothing deleted, nothing marked
+
+
+def test_a_fresh_folder_is_marked_when_cleared(tmp_path: Path) -> None:
+    run = RunFolder(tmp_path / "new")
+    (tmp_path / "new").mkdir()
+    (run.path / "README").write_text("a user's note")  # not part of the run layout
+    run.clear()
+    assert run.is_marked() and (run.path / "README").exists()
+    publish(run, 1)
+    run.clear()  # a marked folder: its run files go
+    assert not run.checkpoints_dir.exists() and run.is_marked()
 
 
 def test_cut_back_keeps_the_iterations_up_to_the_checkpoint(tmp_path: Path) -> None:

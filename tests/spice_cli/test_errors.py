@@ -76,8 +76,14 @@ def test_run_folder(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) 
     earlier = files["tmp"] / "earlier"
     earlier.mkdir()
     (earlier / "metrics.jsonl").write_text("{}\n")
+    (earlier / "spice-run.json").write_text("{}\n")
     _fails(["train", "--config", "cpu-demo", f"trainer.output_dir={earlier}"], capsys,
            "holds an earlier run", "--resume", "trainer.overwrite=true")
+    theirs = files["tmp"] / "theirs"
+    (theirs / "model").mkdir(parents=True)
+    _fails(["train", "--config", "cpu-demo", f"trainer.output_dir={theirs}",
+            "trainer.overwrite=true", "--dry-run"], capsys, "holds model/ but no spice-run.json")
+    assert (theirs / "model").is_dir()
 
 
 def test_corpora(files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
