@@ -9,6 +9,8 @@ clipping, the step.
 
 from __future__ import annotations
 
+import math
+
 import copy
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
@@ -159,14 +161,24 @@ class Learner:
     def _step(self, metrics: dict[str, float]) -> dict[str, float]:
         """Clip, step the optimiser and the schedule, free the gradients."""
         cfg, fabric = self.config, self.fabric
-        if cfg.optimizer.grad_clip is not None:  # over all the optimiser's parameters
-            norm = fabric.clip_gradients(self.model, self.optimizer,
-                                         max_norm=cfg.optimizer.grad_clip,
-                                         error_if_nonfinite=False)
-            if norm is not None:
-                metrics["grad_norm"] = float(full_value(norm))  # a DTensor under FSDP
+        # the norm over all the optimiser's parameters (the same on every rank), also without
+        # clipping: a non-finite gradient is never applied
+        norm = fabric.clip_gradients(self.model, self.optimizer,
+                                     max_norm=cfg.optimizer.grad_clip or math.inf,
+                                     error_if_nonfinite=False)
+        value = float(full_value(norm)) if norm is not None else 0.0  # a DTensor under FSDP
+        if norm is not None:
+            metrics["grad_norm"] = value
         metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used
-        self.optimizer.step()
+        loss = metrics.get("loss", 0.0)
+        if not (math.isfinite(value) and math.isfinite(loss)):
+            fabric.print(f"warning: a non-finite update (loss {loss}, gradient norm {value})"
+                         + ("; the step was skipped, the weights are unchanged"
+                            if not math.isfinite(value) else ""))
+        if math.isfinite(value):
+            self.optimizer.step()
+        else:  # the weights stay as they are; the schedule moves on with the iterations
+            metrics["nonfinite_step"] = 1.0
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)  # no gradient memory while generating
         self.model.eval()

@@ -86,6 +86,8 @@ METRICS: tuple[Metric, ...] = (
            "`policy_loss` and `value_loss` for PPO"),
     Metric("train/grad_norm", "gradient norm before clipping"),
     Metric("train/lr", "the learning rate of the step"),
+    Metric("train/nonfinite_step", "1 when the loss or the gradient was NaN or infinite and "
+           "the step was skipped (the weights unchanged); absent otherwise"),
     Metric("train/completion_tokens", "completion tokens run through the update"),
     Metric("train/skipped_samples", "samples left out of the forward and backward because "
            "they cannot change the gradient"),
@@ -203,7 +205,7 @@ def _train_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     trained = [p["train"] for p in parts if p["train"].get("tokens")]
     tokens = sum(t["tokens"] for t in trained)
     keys = {k for t in trained for k in t} - {"tokens", "loss", "grad_norm", "lr",
-                                               "skipped_samples"}
+                                               "skipped_samples", "nonfinite_step"}
     for key in ("entropy", "clip_fraction", "ratio_mean"):  # present even when nothing ran
         out[f"train/{key}"] = float("nan")
     for key in sorted(keys):
@@ -219,6 +221,8 @@ def _train_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     rates = [p["train"]["lr"] for p in parts if "lr" in p["train"]]
     out["train/lr"] = rates[0] if rates else float("nan")
     out["untrainable_samples"] = float(sum(p["untrainable"] for p in parts))
+    if any(p["train"].get("nonfinite_step") for p in parts):
+        out["train/nonfinite_step"] = 1.0
     return out
 
 
