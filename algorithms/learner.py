@@ -9,9 +9,8 @@ clipping, the step.
 
 from __future__ import annotations
 
-import math
-
 import copy
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any
