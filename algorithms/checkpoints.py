@@ -35,7 +35,7 @@ from algorithms.run_folder import (
 from algorithms.sharding import is_sharded_checkpoint, read_sharded_model
 
 __all__ = ["checkpoint_iteration", "export_policy", "load_checkpoint_policy", "load_policy",
-           "resolve_checkpoint", "run_config", "run_of"]
+           "remote_code_source", "resolve_checkpoint", "run_config", "run_of"]
 
 
 def run_config(checkpoint: Path) -> TrainConfig:
@@ -145,6 +145,27 @@ def load_policy(name_or_path: str | os.PathLike[str], *, dtype: Any = None, devi
             raise ValueError(f"the config of {checkpoint}'s run is invalid: {exc}") from exc
     return load_model(name_or_path, dtype=dtype, device=device,
                       trust_remote_code=trust_remote_code)
+
+
+def remote_code_source(name_or_path: str | os.PathLike[str]) -> str:
+    """The model whose own Python code (its ``auto_map`` modules) :func:`load_policy` runs with
+    ``trust_remote_code=True``: a run's ``model/`` export, the base model a checkpoint's run
+    names (``model.name``), or the name, folder or hub id itself.
+
+    Raises:
+        ValueError: the config of the checkpoint's run is invalid.
+        FileNotFoundError: a run folder without export or checkpoints.
+    """
+    path = Path(name_or_path)
+    checkpoint = _run_checkpoint(path)
+    if checkpoint is None and RunFolder(path).is_run():
+        return str(RunFolder(path).export_dir)
+    if checkpoint is None:
+        return os.fspath(name_or_path)
+    try:
+        return run_config(checkpoint).model.name
+    except ConfigError as exc:
+        raise ValueError(f"the config of {checkpoint}'s run is invalid: {exc}") from exc
 
 
 def export_policy(name_or_path: str | os.PathLike[str], work_dir: str | os.PathLike[str], *,

@@ -56,6 +56,10 @@ class ProbeSettings(BaseModel):
                                "(0: the base model); the earliest point when None.")
     seed: int = Field(default=0, description="Seed of the pool and of all sampling.")
     device: str = Field(default="cpu", description="Where the models run.")
+    trust_remote_code: bool = Field(default=False, description="Run the Python code shipped "
+                                    "with the run's base model (its auto_map modules). The "
+                                    "run's own model.trust_remote_code is not honoured: a run "
+                                    "folder may come from someone else.")
 
 
 @dataclass(frozen=True)
@@ -86,13 +90,14 @@ PlayerFactory = Callable[[ProbePoint, TrainConfig, ProbeSettings], Any]
 
 def model_player(point: ProbePoint, config: TrainConfig, settings: ProbeSettings) -> Any:
     """The point's weights behind a :class:`~agents.self_play.SelfPlayAgent` with the run's
-    sampling (both roles seeded with ``settings.seed``)."""
+    sampling (both roles seeded with ``settings.seed``); the model's own code runs only with
+    ``settings.trust_remote_code``, whatever the run's config says."""
     from agents import SelfPlayAgent
     from agents.backends.hf import HFBackend
     from algorithms.checkpoints import load_policy
 
     loaded = load_policy(point.source, device=settings.device,
-                         trust_remote_code=config.model.trust_remote_code)
+                         trust_remote_code=settings.trust_remote_code)
     return SelfPlayAgent(HFBackend(loaded.model, loaded.tokenizer),
                          challenger=config.challenger.model_copy(update={"seed": settings.seed}),
                          reasoner=config.reasoner.model_copy(update={"seed": settings.seed}),

@@ -12,6 +12,7 @@ from benchmarks.reporting import envelope, write_report
 from spice_cli.common import (
     UsageError,
     one_line,
+    remote_code_warning,
     require_ours,
     writable_output,
 )
@@ -99,6 +100,7 @@ def cmd_bench_coevolution(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     require_ours("algorithms")
+    from algorithms.run_folder import RunFolder
     from benchmarks.coevolution import ProbeSettings, markdown, plot, run_probe
 
     if not args.run.is_dir():
@@ -108,7 +110,10 @@ def cmd_bench_coevolution(args: argparse.Namespace) -> int:
         settings = ProbeSettings(documents=args.documents,
                                  questions_per_document=args.questions_per_document,
                                  group_size=args.group_size, freeze=args.freeze, seed=args.seed,
-                                 device=args.device)
+                                 device=args.device, trust_remote_code=args.trust_remote_code)
+        model = RunFolder(args.run).config().model  # its base model and checkpoints are probed
+        remote_code_warning(args.trust_remote_code, model.name, run=args.run,
+                            run_asks=model.trust_remote_code)
         started = datetime.now(UTC)
         report = run_probe(args.run, settings, progress=True)
     except (OSError, ValueError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -49,6 +50,20 @@ def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 1500 else text[:1497] + "..."
 
+
+def remote_code_warning(trusted: bool, source: str, *, run: str | os.PathLike[str] | None = None,
+                        run_asks: bool = False) -> None:
+    """Say on standard error whose Python code may run: with ``--trust-remote-code``, that the
+    code shipped with ``source`` will be executed; without it, when the config of ``run`` (a
+    run folder, which may come from someone else) asks for it, that the setting is not honoured.
+    """
+    if trusted:
+        print(f"warning: --trust-remote-code: Python code from {source} (its auto_map modules) "
+              "will be executed; give it only for models you trust", file=sys.stderr)
+    elif run_asks:
+        print(f"warning: {Path(run or '.') / 'config.yaml'} sets model.trust_remote_code: true, "
+              "which is not honoured from a run folder; pass --trust-remote-code to let the "
+              f"code of {source} run", file=sys.stderr)
 
 
 def check_model_argument(model: str, option: str) -> None:

@@ -12,6 +12,7 @@ from spice_cli.common import (
     UsageError,
     check_model_argument,
     one_line,
+    remote_code_warning,
     require_ours,
     writable_output,
 )
@@ -31,6 +32,7 @@ def _eval_agent(args: argparse.Namespace) -> Any:
                              backend_options={"base_url": args.base_url})
     from algorithms.checkpoints import export_policy, load_policy
 
+    _say_remote_code(args)
     if args.backend == "vllm":
         folder = export_policy(args.model, args.work_dir,
                                trust_remote_code=args.trust_remote_code)
@@ -44,6 +46,19 @@ def _eval_agent(args: argparse.Namespace) -> Any:
                                            max_batch_size=args.batch_size),
                          template=args.template)
 
+
+def _say_remote_code(args: argparse.Namespace) -> None:
+    """Warn whose code ``--trust-remote-code`` lets run; say so when only the evaluated run's
+    config asks for it (a run's setting is not honoured)."""
+    from algorithms.checkpoints import remote_code_source, run_of
+    from algorithms.run_folder import run_folder_of
+
+    run = run_of(args.model)
+    run_asks = run is not None and run.model.trust_remote_code
+    if args.trust_remote_code or run_asks:
+        remote_code_warning(args.trust_remote_code, remote_code_source(args.model),
+                            run=getattr(run_folder_of(args.model), "path", None),
+                            run_asks=run_asks)
 
 
 def _read_report(path: str) -> dict[str, Any]:

@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     coevolution.add_argument("--seed", type=int, default=0, help="seed of the document pool "
                              "and of sampling")
     coevolution.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    coevolution.add_argument("--trust-remote-code", action="store_true",
+                             help="allow code from the run's base model to run (the run's "
+                             "model.trust_remote_code is not honoured)")
     coevolution.add_argument("--output", type=Path,
                              default=Path("runs/bench/coevolution.json"),
                              help="the JSON report (the .md table and .png plot go beside it)")
