@@ -9,8 +9,9 @@ A run folder (``trainer.output_dir``) holds ``config.yaml``, ``checkpoints/iter-
 * ``runs/<run>/checkpoints/last`` or a ``.ckpt`` file — the base model named by the run's
   ``config.yaml`` with the checkpoint's weights (LoRA adapters merged).
 
-Checkpoints are pickles written by the trainer (they carry RNG states): load only checkpoints you
-trust.
+A checkpoint is checked against the SHA-256 recorded when it was saved before the base model is
+loaded, and read without running pickled code (:mod:`algorithms.integrity`); a policy with NaN or
+infinite weights is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ import torch
 
 from agents.models import LoadedModel, load_model
 from algorithms.config import ConfigError, TrainConfig
+from algorithms.integrity import (
+    CheckpointError,
+    check_sharded_index,
+    load_tensors,
+    nonfinite_tensors,
+    verify_checkpoint,
+)
 from algorithms.run_folder import (
     CONFIG_FILE,
     EXPORT_DIR,
@@ -89,6 +97,9 @@ def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = N
     """
     path = Path(checkpoint)
     config = run_config(path)
+    verify_checkpoint(path, RunFolder(path.parent.parent).checkpoints())
+    if is_sharded_checkpoint(path):
+        check_sharded_index(path)
     loaded = load_model(config.model.name, dtype=torch.float32, device="cpu",
                         trust_remote_code=trust_remote_code)
     module = loaded.model
@@ -100,6 +111,10 @@ def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = N
         read_sharded_model(path, module)
     else:
         _read_model(path, module, config.model.name)
+    bad = nonfinite_tensors(module.named_parameters())
+    if bad:
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({', '.join(bad)}); it "
+                              "is not loaded")
     if config.trainer.lora_rank:
         module = module.merge_and_unload()
     from agents.models import cast_parameters, default_dtype
@@ -114,7 +129,7 @@ def load_checkpoint_policy(checkpoint: str | os.PathLike[str], *, dtype: Any = N
 
 def _read_model(path: Path, module: Any, base: str) -> None:
     """Load the model entry of a single-file checkpoint into ``module``."""
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    state = load_tensors(path)
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path} is not a spice-env checkpoint (no 'model' entry)")
     missing, unexpected = module.load_state_dict(state["model"], strict=False)
@@ -147,6 +162,18 @@ def load_policy(name_or_path: str | os.PathLike[str], *, dtype: Any = None, devi
                       trust_remote_code=trust_remote_code)
 
 
+def _as_is_or_checkpoint(name_or_path: str | os.PathLike[str]) -> tuple[str, Path | None]:
+    """``(model, None)`` for what loads as a model folder or name (a run's ``model/`` export,
+    names, folders, hub ids), ``("", checkpoint)`` for a checkpoint."""
+    path = Path(name_or_path)
+    checkpoint = _run_checkpoint(path)
+    if checkpoint is not None:
+        return "", checkpoint
+    if RunFolder(path).is_run():
+        return str(RunFolder(path).export_dir), None
+    return os.fspath(name_or_path), None
+
+
 def remote_code_source(name_or_path: str | os.PathLike[str]) -> str:
     """The model whose own Python code (its ``auto_map`` modules) :func:`load_policy` runs with
     ``trust_remote_code=True``: a run's ``model/`` export, the base model a checkpoint's run
@@ -156,12 +183,9 @@ def remote_code_source(name_or_path: str | os.PathLike[str]) -> str:
         ValueError: the config of the checkpoint's run is invalid.
         FileNotFoundError: a run folder without export or checkpoints.
     """
-    path = Path(name_or_path)
-    checkpoint = _run_checkpoint(path)
-    if checkpoint is None and RunFolder(path).is_run():
-        return str(RunFolder(path).export_dir)
+    direct, checkpoint = _as_is_or_checkpoint(name_or_path)
     if checkpoint is None:
-        return os.fspath(name_or_path)
+        return direct
     try:
         return run_config(checkpoint).model.name
     except ConfigError as exc:
@@ -174,12 +198,9 @@ def export_policy(name_or_path: str | os.PathLike[str], work_dir: str | os.PathL
     that load from disk): names, folders and hub ids are returned as they are; a run's ``model/``
     export is used; a checkpoint is saved once under ``work_dir/<run>-iter-XXXXXX-<key>/``, the
     key changing when the checkpoint file does."""
-    path = Path(name_or_path)
-    checkpoint = _run_checkpoint(path)
-    if checkpoint is None and RunFolder(path).is_run():
-        return str(RunFolder(path).export_dir)
+    direct, checkpoint = _as_is_or_checkpoint(name_or_path)
     if checkpoint is None:
-        return os.fspath(name_or_path)
+        return direct
     stat = (checkpoint / ".metadata" if checkpoint.is_dir() else checkpoint).stat()
     key = hashlib.sha256(f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
                          ).hexdigest()[:10]

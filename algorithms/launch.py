@@ -78,9 +78,13 @@ def _streaming_checkpoint_io() -> Any:
 
         def load_checkpoint(self, path: Any, map_location: Any = None,
                             weights_only: bool | None = None) -> dict[str, Any]:
-            loaded: dict[str, Any] = torch.load(path, map_location="cpu", mmap=True,
-                                                weights_only=bool(weights_only))
-            return loaded
+            from algorithms.integrity import load_tensors
+
+            if weights_only is False:  # only on an explicit request
+                loaded: dict[str, Any] = torch.load(path, map_location="cpu", mmap=True,
+                                                    weights_only=False)
+                return loaded
+            return load_tensors(Path(path))
 
     return StreamingCheckpointIO()
 

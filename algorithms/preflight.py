@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from algorithms.config import ConfigError, TrainConfig
+from algorithms.integrity import verify_checkpoint
 from algorithms.run_folder import RunFolder, unowned_message
 
 
@@ -159,6 +160,7 @@ def check_output_dir(config: TrainConfig, *, resume: bool = False) -> None:
             raise PreflightError(f"nothing to resume: {run.checkpoints_dir} has no "
                                  "checkpoint (run without --resume to start)")
         check_checkpoint_strategy(config, latest)
+        verify_checkpoint(latest, run.checkpoints())  # damaged: one line, before any load
     elif run.unowned_paths():
         raise PreflightError(unowned_message(run, run.unowned_paths()))
     elif run.has_history() and not config.trainer.overwrite:

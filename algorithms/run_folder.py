@@ -11,7 +11,7 @@
       ranks.jsonl              the ranks' parameter checksums (data-parallel runs)
       logs/ tensorboard/       the CSV and TensorBoard loggers' files
       plots/curves.png         the main curves
-      checkpoints/iter-XXXXXX.ckpt, checkpoints/last
+      checkpoints/iter-XXXXXX.ckpt, its .sha256 record, checkpoints/last
       model/                   the final policy as a transformers folder
 
 :class:`RunFolder` names these paths and does what is done to them: find the newest checkpoint
@@ -214,15 +214,24 @@ class RunFolder:
     def publish(self, temporary: Path, iteration: int, keep: int) -> Path:
         """Rename a written checkpoint to its final name, point ``last`` at it and delete all
         but the ``keep`` newest checkpoints (call on one process)."""
+        from algorithms.integrity import checksum_file, fsync_folder, record_checksums
+
         final = self.checkpoint_path(iteration)
         remove(final)
+        remove(checksum_file(final))
         os.replace(temporary, final)
+        record_checksums(final)  # the files flushed to disk, their SHA-256 recorded beside
         pointer = self.checkpoints_dir / (LAST_POINTER + ".tmp")
-        pointer.write_text(final.name, "utf-8")
+        with pointer.open("w", encoding="utf-8") as handle:
+            handle.write(final.name)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(pointer, self.last_pointer)
+        fsync_folder(self.checkpoints_dir)
         existing = sorted(self.checkpoints_dir.glob("iter-*.ckpt"))
         for old in existing[:-keep]:
             remove(old)
+            remove(checksum_file(old))
         return final
 
     def cut_back(self, iteration: int, rank: int, world_size: int) -> int:

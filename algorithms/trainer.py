@@ -45,6 +45,13 @@ from algorithms.config import ConfigError, TrainConfig
 from algorithms.engine import PolicyEngine, generation_copy
 from algorithms.evaluation import EvalQuestion
 from algorithms.evaluator import LoopEvaluator
+from algorithms.integrity import (
+    check_sharded_index,
+    plain,
+    refuse_nonfinite,
+    tensors_only,
+    verify_checkpoint,
+)
 from algorithms.launch import (
     end_process_group,
     gather,
@@ -59,6 +66,7 @@ from algorithms.registry import make_algorithm
 from algorithms.run_folder import RunFolder
 from algorithms.runlog import append_jsonl, finite, plot_curves, read_jsonl, rollout_records
 from algorithms.samples import TrainingSample, assign_advantages, collect_samples
+from algorithms.sharding import is_sharded_checkpoint
 from spice_env.corpus import load_corpus
 from spice_env.runner import SpiceRunner
 
@@ -116,7 +124,7 @@ class _RunProgress:
         local: dict[str, Any] = {
             "runner": self.runner.state_dict(),
             "python_rng": random.getstate(),
-            "numpy_rng": np.random.get_state(),
+            "numpy_rng": plain(np.random.get_state()),  # no arrays: read as tensors only
             "torch_rng": torch.get_rng_state(),
         }
         if torch.cuda.is_available():
@@ -139,7 +147,8 @@ class _RunProgress:
         local = state["ranks"][self.trainer.fabric.global_rank]
         self.runner.load_state_dict(local["runner"])
         random.setstate(local["python_rng"])
-        np.random.set_state(local["numpy_rng"])
+        name, keys, *rest = local["numpy_rng"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
         torch.set_rng_state(local["torch_rng"])
         if "cuda_rng" in local and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(local["cuda_rng"])
@@ -186,8 +195,9 @@ class SpiceTrainer:
         if resume and checkpoint is None:
             raise FileNotFoundError(f"nothing to resume: {self.run.checkpoints_dir} has no "
                                     "checkpoint (run without --resume to start)")
-        if checkpoint is not None:
+        if checkpoint is not None:  # a damaged checkpoint fails here, before any model load
             check_checkpoint_strategy(cfg, checkpoint)
+            verify_checkpoint(checkpoint, self.run.checkpoints())
         fabric.seed_everything(cfg.trainer.seed, verbose=False)
         if fabric.global_rank == 0:
             self.run.path.mkdir(parents=True, exist_ok=True)
@@ -268,10 +278,15 @@ class SpiceTrainer:
         fabric = self.fabric
         stateful = self._stateful(state)
         restored = dict(stateful)
-        fabric.load(path, restored, weights_only=False)
+        if is_sharded_checkpoint(path):
+            check_sharded_index(path)
+        with tensors_only():  # tensors, numbers and strings; never pickled code
+            fabric.load(path, restored, weights_only=True)
         for key, target in stateful.items():  # a sharded load hands some states back as dicts
             if restored[key] is not target and isinstance(restored[key], Mapping):
                 target.load_state_dict(restored[key])
+        refuse_nonfinite(path, state.learner.model, state.learner.optimizer,
+                         any_rank=lambda bad: any(gather(fabric, bad)))
         state.engine.sync()
         kept = self.run.cut_back(self.iteration, fabric.global_rank, fabric.world_size)
         if fabric.global_rank == 0:

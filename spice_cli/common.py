@@ -39,8 +39,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     kinds: list[type[BaseException]] = [UsageError, CorpusError, AssetError]
     try:
         from algorithms.config import ConfigError
+        from algorithms.integrity import CheckpointError
 
-        kinds.append(ConfigError)
+        kinds += [ConfigError, CheckpointError]
     except ImportError:  # another package named algorithms: require_ours says so
         pass
     return tuple(kinds)
