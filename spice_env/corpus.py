@@ -51,15 +51,17 @@ from spice_env.segment import (
     TokenCounter,
     approx_token_count,
     segment_text,
+    segment_texts,
     token_counter,
 )
-from spice_env.text import valid_unicode
+from spice_env.text import valid_unicode, writable
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_TOKENS", "SUPPORTED_SUFFIXES", "TEXT_FIELDS", "Corpus", "CorpusError",
            "CorpusSampler", "CorpusSpec", "CorpusStats", "Document", "SourcePeek",
            "TokenCounter", "approx_token_count", "load_corpus", "peek_corpus", "segment_text",
+           "segment_texts",
            "token_counter"]
 
 DEFAULT_MAX_TOKENS = 5992
@@ -259,36 +261,53 @@ def _documents_from_records(
     seen: set[str],
 ) -> list[Document]:
     docs: list[Document] = []
-    for record in records:
-        if not isinstance(record.text, str):
-            stats.malformed_skipped += 1
-            kind = type(record.text).__name__
-            stats.record_error(f"{record.source}: text is {kind}, not a string")
-            continue
-        text = record.text.replace("\x00", "").strip()
-        if not valid_unicode(text):  # a lone surrogate: no tokenizer or log can write it
-            stats.malformed_skipped += 1
-            stats.record_error(f"{record.source}: text is not valid Unicode (a lone "
-                               "surrogate)")
-            continue
-        if not text:
-            stats.empty_skipped += 1
-            continue
-        pieces = segment_text(text, max_tokens, count)
-        if len(pieces) > 1:
-            stats.segmented += 1
-        for index, piece in enumerate(pieces):
-            meta = dict(record.metadata)
+    records = iter(records)
+    while chunk := list(itertools.islice(records, _SEGMENT_CHUNK)):
+        usable = [(record, text) for record in chunk
+                  if (text := _usable_text(record, stats)) is not None]
+        # the texts of a chunk are counted together: one tokenizer call for many texts
+        segmented = segment_texts([text for _, text in usable], max_tokens, count)
+        for (record, _), pieces in zip(usable, segmented, strict=True):
             if len(pieces) > 1:
-                meta["segment"] = index
-            doc = Document.from_text(piece, record.source, meta)
-            if doc.id in seen:
-                stats.duplicates_skipped += 1
-                continue
-            seen.add(doc.id)
-            docs.append(doc)
+                stats.segmented += 1
+            # a name or label with a lone surrogate is kept with U+FFFD: logs must write it
+            source = writable(record.source)
+            labels = {writable(str(k)): writable(v) if isinstance(v, str) else v
+                      for k, v in record.metadata.items()}
+            for index, piece in enumerate(pieces):
+                meta = dict(labels)
+                if len(pieces) > 1:
+                    meta["segment"] = index
+                doc = Document.from_text(piece, source, meta)
+                if doc.id in seen:
+                    stats.duplicates_skipped += 1
+                    continue
+                seen.add(doc.id)
+                docs.append(doc)
     stats.documents += len(docs)
     return docs
+
+
+_SEGMENT_CHUNK = 64
+
+
+def _usable_text(record: Record, stats: CorpusStats) -> str | None:
+    """The record's text, NUL characters removed and stripped; ``None`` (counted) for a text
+    that is not a string, not valid Unicode or empty."""
+    if not isinstance(record.text, str):
+        stats.malformed_skipped += 1
+        kind = type(record.text).__name__
+        stats.record_error(f"{record.source}: text is {kind}, not a string")
+        return None
+    text = record.text.replace("\x00", "").strip()
+    if not valid_unicode(text):  # a lone surrogate: no tokenizer or log can write it
+        stats.malformed_skipped += 1
+        stats.record_error(f"{record.source}: text is not valid Unicode (a lone surrogate)")
+        return None
+    if not text:
+        stats.empty_skipped += 1
+        return None
+    return text
 
 
 def _records_for(spec: Any, text_field: str | None, limit: int | None, stats: CorpusStats,

@@ -25,6 +25,7 @@ from spice_env.corpus import (
     load_corpus,
     peek_corpus,
     segment_text,
+    segment_texts,
     token_counter,
 )
 
@@ -318,6 +319,44 @@ def test_a_word_longer_than_the_limit_is_cut_by_characters() -> None:
     pieces = segment_text(f"hi {word} there", 5, approx_token_count)
     assert all(approx_token_count(p) <= 5 for p in pieces)
     assert "".join(pieces).replace(" ", "") == f"hi{word}there"
+
+
+@pytest.mark.parametrize("max_tokens", [3, 40, 400])
+def test_batched_counts_segment_exactly_as_one_text_at_a_time(max_tokens: int) -> None:
+    from agents.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    texts = [long_text(300 + 50 * i, seed=i) + "\n\n" + "x" * (40 * i) for i in range(6)]
+    texts += ["short", "Two sentences. Here!", "\n\n".join(["a b c."] * 30)]
+    batched = token_counter(tokenizer)
+    one_by_one = [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+    assert batched.many(texts) == one_by_one  # type: ignore[attr-defined]
+
+    def single(text: str) -> int:  # a counter without ``many``: one call per text
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    expected = [segment_text(t, max_tokens, single) for t in texts]
+    assert segment_texts(texts, max_tokens, batched) == expected
+    assert all(single(p) <= max_tokens for pieces in expected for p in pieces)
+
+
+def test_segmenting_a_corpus_counts_many_texts_per_tokenizer_call() -> None:
+    from agents.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    calls: list[int] = []
+    encode_many = tokenizer.__class__.__call__
+
+    class Recording(tokenizer.__class__):  # type: ignore[misc,name-defined]
+        def __call__(self, text: object, *args: object, **kwargs: object) -> object:
+            calls.append(len(text) if isinstance(text, list) else 1)
+            return encode_many(self, text, *args, **kwargs)
+
+    tokenizer.__class__ = Recording
+    texts = [long_text(200, seed=i) for i in range(100)]
+    corpus = load_corpus(texts, max_tokens=64, tokenizer=tokenizer)
+    assert len(corpus) > 100 and corpus.stats.segmented == 100
+    assert sum(calls) > 4 * len(calls)  # texts per call, on average
 
 
 def test_load_corpus_segments_long_documents() -> None:
