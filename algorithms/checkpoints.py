@@ -40,7 +40,7 @@ from algorithms.run_folder import (
     resolve_checkpoint,
     run_folder_of,
 )
-from algorithms.sharding import is_sharded_checkpoint, read_sharded_model
+from algorithms.sharding import SHARDED_INDEX, is_sharded_checkpoint, read_sharded_model
 
 __all__ = ["checkpoint_iteration", "export_policy", "load_checkpoint_policy", "load_policy",
            "remote_code_source", "resolve_checkpoint", "run_config", "run_of"]
@@ -201,7 +201,7 @@ def export_policy(name_or_path: str | os.PathLike[str], work_dir: str | os.PathL
     direct, checkpoint = _as_is_or_checkpoint(name_or_path)
     if checkpoint is None:
         return direct
-    stat = (checkpoint / ".metadata" if checkpoint.is_dir() else checkpoint).stat()
+    stat = (checkpoint / SHARDED_INDEX if checkpoint.is_dir() else checkpoint).stat()
     key = hashlib.sha256(f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
                          ).hexdigest()[:10]
     folder = Path(work_dir) / f"{checkpoint.parent.parent.name}-{checkpoint.stem}-{key}"

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,13 +33,17 @@ from pydantic import (
 
 from agents.base import SamplingConfig
 from algorithms.base import AlgorithmConfigBase
+from algorithms.config_files import (
+    ConfigError,
+    parse_yaml,
+    plain,
+    preview,
+    read_yaml,
+    shipped_configs,
+)
 from algorithms.drgrpo import DrGRPOConfig
 from algorithms.registry import ALGORITHMS, algorithm_config, algorithm_config_class
 from spice_env.game import GameConfig
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message says where and why."""
 
 
 class _Section(BaseModel):
@@ -105,7 +108,7 @@ class RolloutConfig(_Section):
             for entry in entries:
                 if not isinstance(entry, dict) or not is_entry(entry):
                     raise CorpusError(f"each corpus list item is an entry with an 'hf' key, got "
-                                      f"{entry!r}")
+                                      f"{preview(entry)}")
                 DatasetEntry.parse(entry)
         except CorpusError as error:
             raise ValueError(str(error)) from None
@@ -113,7 +116,7 @@ class RolloutConfig(_Section):
             bad = {k: w for k, w in value.items() if isinstance(w, bool)
                    or not isinstance(w, int | float)}
             if bad:
-                raise ValueError(f"a mixture maps specs to numeric weights; got {bad!r} (a "
+                raise ValueError(f"a mixture maps specs to numeric weights; got {preview(bad)} (a "
                                  "dataset entry needs an 'hf' key)")
         return value
 
@@ -327,20 +330,18 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Set ``dotted.key=value`` in ``data`` (the value parsed as a YAML scalar)."""
     key, sep, raw = assignment.partition("=")
     key = key.strip()
+    shown = preview(assignment, 80)
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {assignment!r} is not of the form dotted.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({error})"
-                          ) from None
+        raise ConfigError(f"override {shown} is not of the form dotted.key=value")
+    value = plain(parse_yaml(raw, f"override {shown}"), f"override {shown}") \
+        if raw.strip() else ""
     *parents, last = key.split(".")
     node = data
     for depth, part in enumerate(parents):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             where = ".".join(parents[: depth + 1])
-            raise ConfigError(f"override {assignment!r}: {where} is a value, not a section")
+            raise ConfigError(f"override {shown}: {where} is a value, not a section")
         node = child
     if last == "name" and parents == ["algorithm"]:
         # switching algorithm: settings of the previous one would be unknown keys
@@ -353,7 +354,7 @@ def build_config(data: Mapping[str, Any] | None, overrides: Sequence[str] = (),
     """Validate ``data`` (plus overrides) into a :class:`TrainConfig`."""
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of sections")
-    merged: dict[str, Any] = _plain(data or {})
+    merged: dict[str, Any] = plain(data or {}, source)
     for assignment in overrides:
         apply_override(merged, assignment)
     algorithm = merged.get("algorithm")
@@ -363,15 +364,6 @@ def build_config(data: Mapping[str, Any] | None, overrides: Sequence[str] = (),
         return TrainConfig.model_validate(merged)
     except ValidationError as error:
         raise ConfigError(_explain(error, source, merged)) from None
-
-
-SHIPPED_CONFIG_DIR = Path(__file__).parent / "configs"
-"""Where the shipped configurations live (inside the installed package)."""
-
-
-def shipped_configs() -> dict[str, Path]:
-    """The shipped configurations by name (the file name without ``.yaml``), sorted."""
-    return {path.stem: path for path in sorted(SHIPPED_CONFIG_DIR.glob("*.yaml"))}
 
 
 def config_summary(path: Path) -> str:
@@ -421,59 +413,7 @@ def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = 
     if path is None:
         return build_config({}, overrides)
     file = resolve_config(path)
-    return build_config(_read_yaml(file, ()), overrides, source=str(file))
-
-
-def _read_yaml(file: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    try:
-        text = file.read_text("utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read config {file}: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"config {file} is not UTF-8 text (byte {error.start}); save it as "
-                          "UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "cannot be parsed"
-        raise ConfigError(f"{file}: not valid YAML{where}: {problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{file}: the top level must be a mapping of sections")
-    merged = _plain(data)
-    parent = merged.pop("extends", None)
-    if parent is None:
-        return merged
-    if not isinstance(parent, str):
-        raise ConfigError(f"{file}: extends must be a file name, got {parent!r}")
-    base = (file.parent / parent).resolve()
-    if not base.exists() and parent.removesuffix(".yaml") in shipped_configs():
-        base = shipped_configs()[parent.removesuffix(".yaml")].resolve()
-    if base in chain or base == file.resolve():
-        raise ConfigError(f"{file}: extends {parent} makes a cycle")
-    return _deep_merge(_read_yaml(base, (*chain, file.resolve())), merged)
-
-
-def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """Sections merged key by key; a key's value (a corpus mixture, backend options) replaced
-    whole; an algorithm section naming another algorithm replaces the base's."""
-    out = dict(base)
-    for key, value in top.items():
-        section = out.get(key)
-        switches = (key == "algorithm" and isinstance(value, dict) and isinstance(section, dict)
-                    and value.get("name", "drgrpo") != section.get("name", "drgrpo"))
-        if isinstance(value, dict) and isinstance(section, dict) and not switches:
-            out[key] = {**section, **value}
-        else:
-            out[key] = value
-    return out
-
-
-def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {str(k): _plain(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    return build_config(read_yaml(file), overrides, source=str(file))
 
 
 def _explain(error: ValidationError, source: str, data: Mapping[str, Any]) -> str:
@@ -496,8 +436,7 @@ def _explain(error: ValidationError, source: str, data: Mapping[str, Any]) -> st
                 else None
             if cause is not None:  # our own validators' messages, without pydantic's prefix
                 problem = {**problem, "msg": str(cause)}
-            shown = repr(got) if len(repr(got)) <= 60 else repr(got)[:57] + "..."
-            problems.append(f"{key}: {problem['msg']} (got {shown})")
+            problems.append(f"{key}: {problem['msg']} (got {preview(got)})")
     return f"{source}: " + "; ".join(problems)
 
 

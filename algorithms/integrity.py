@@ -25,12 +25,16 @@ import hashlib
 import json
 import os
 import pickle
+import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from algorithms.sharding import SHARDED_INDEX, SHARDED_META
+from spice_env.text import parse_json
 
 CHECKSUM_SUFFIX = ".sha256"
 _CHUNK = 8 << 20
@@ -91,11 +95,23 @@ def verify_checkpoint(checkpoint: Path, older: Iterable[Path] = ()) -> None:
     """Check ``checkpoint`` against its recorded checksums (or, without a record, that it is
     complete) before anything is loaded from it.
 
+    A checkpoint that passed in this process and is unchanged since (the same sizes and
+    modification times) is not read again: the command line's preflight check and the
+    trainer's setup read it once between them.
+
     Raises:
         CheckpointError: one line naming the damaged file and the ``older`` checkpoints left.
     """
+    seen = _fingerprint(checkpoint)
+    if seen is not None and seen in _VERIFIED:
+        return
+    started = time.time_ns()
     problem = _problem(checkpoint)
     if problem is None:
+        # a file changed within a second of the check could change again with the same time
+        # stamp (their resolution is coarse): such a checkpoint is checked again next time
+        if seen is not None and all(when < started - 10**9 for _, _, when in seen):
+            _VERIFIED.add(seen)
         return
     names = [p.name for p in older if p != checkpoint]
     hint = (f"older checkpoints: {', '.join(names)} (write one of their names into "
@@ -104,12 +120,46 @@ def verify_checkpoint(checkpoint: Path, older: Iterable[Path] = ()) -> None:
     raise CheckpointError(f"{checkpoint} is damaged: {problem}; {hint}")
 
 
+def verify_shared(checkpoint: Path, older: Iterable[Path], *, rank: int,
+                  share: Callable[[str | None], list[str | None]]) -> None:
+    """:func:`verify_checkpoint` on rank 0 only, its verdict handed to every rank by ``share``
+    (which every rank calls; it returns what each rank gave, in rank order): one read of a
+    large checkpoint instead of one per process.
+
+    Raises:
+        CheckpointError: on every rank, when the checkpoint is damaged.
+    """
+    problem = None
+    if rank == 0:
+        try:
+            verify_checkpoint(checkpoint, older)
+        except CheckpointError as error:
+            problem = str(error)
+    verdict = share(problem)[0]
+    if verdict is not None:
+        raise CheckpointError(verdict)
+
+
+_VERIFIED: set[tuple[Any, ...]] = set()
+
+
+def _fingerprint(checkpoint: Path) -> tuple[Any, ...] | None:
+    """The checkpoint's files with their sizes and modification times (None: unreadable)."""
+    try:
+        files = sorted(checkpoint.iterdir()) if checkpoint.is_dir() else [checkpoint]
+        files.append(checksum_file(checkpoint))
+        stats = [(str(path), path.stat()) for path in files]
+    except OSError:
+        return None
+    return tuple((name, info.st_size, info.st_mtime_ns) for name, info in stats)
+
+
 def _problem(checkpoint: Path) -> str | None:
     record_path = checksum_file(checkpoint)
     if not record_path.is_file():
         return _incomplete(checkpoint)
     try:
-        files = json.loads(record_path.read_text("utf-8"))["files"]
+        files = parse_json(record_path.read_text("utf-8"))["files"]
         expected = {str(k): str(v) for k, v in files.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return f"its checksum record {record_path.name} cannot be read"
@@ -127,7 +177,7 @@ def _incomplete(checkpoint: Path) -> str | None:
     """Without a record: a single-file checkpoint must be a whole zip archive whose entries
     match their CRC-32s; a sharded one must hold its metadata files."""
     if checkpoint.is_dir():
-        missing = [n for n in (".metadata", "meta.pt") if not (checkpoint / n).is_file()]
+        missing = [n for n in (SHARDED_INDEX, SHARDED_META) if not (checkpoint / n).is_file()]
         return f"{', '.join(missing)} missing" if missing else None
     try:
         with zipfile.ZipFile(checkpoint) as archive:
@@ -237,7 +287,7 @@ def check_sharded_index(checkpoint: Path) -> None:
     Raises:
         CheckpointError: the index refers to anything else, or cannot be read.
     """
-    index = checkpoint / ".metadata"
+    index = checkpoint / SHARDED_INDEX
     try:
         with index.open("rb") as handle:
             _IndexReader(handle).load()

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +47,7 @@ CHECKPOINTS_DIR = "checkpoints"
 LAST_POINTER = "last"
 EXPORT_DIR = "model"
 LOG_DIRS = ("logs", "tensorboard")
-_CHECKPOINT = re.compile(r"^iter-(\d+)\.ckpt$")
+_CHECKPOINT = re.compile(r"^iter-(\d{1,18})\.ckpt$")  # a longer number is no iteration
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -169,11 +170,8 @@ class RunFolder:
         The pointer holds a checkpoint's file name inside ``checkpoints/``; anything else (a
         path, a name of another form) is not followed.
         """
-        try:
-            name = self.last_pointer.read_text("utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-        if not _CHECKPOINT.match(name):
+        name = _read_pointer(self.last_pointer)
+        if name is None or not _CHECKPOINT.match(name):
             return None
         return self.checkpoints_dir / name
 
@@ -277,6 +275,32 @@ def unowned_message(run: RunFolder, unowned: list[Path]) -> str:
     return (f"{run.path} holds {names} but no {MARKER_FILE}, so no run of this library wrote "
             "them and a fresh start would delete them; move them away or choose another "
             "trainer.output_dir")
+
+
+def _read_pointer(path: Path) -> str | None:
+    """The text of a ``last`` pointer, if it is a short regular UTF-8 file (a FIFO or device
+    put in its place is never read: opening does not wait, and the file type is checked)."""
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(handle).st_mode):
+            return None
+        data = os.read(handle, _POINTER_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
+    if len(data) > _POINTER_BYTES:
+        return None
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+
+
+_POINTER_BYTES = 256
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path | None:

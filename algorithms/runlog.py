@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from algorithms.metrics import PLOTTED
+from spice_env.text import parse_json, valid_unicode
 
 
 def _parsed_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -36,8 +37,8 @@ def _parsed_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for raw in path.read_bytes().splitlines():
         try:  # a line cut inside a multi-byte character does not decode: it is torn too
             line = raw.decode("utf-8")
-            record = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            record = parse_json(line)
+        except ValueError:  # also a number or nesting that json cannot take
             continue
         if isinstance(record, dict):
             yield line, record
@@ -72,11 +73,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def append_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """Append records, one JSON object per line, flushed to disk."""
+    lines = "".join(_line(record) for record in records)  # all made before any is written
     with path.open("a", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
+        handle.write(lines)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _line(record: Mapping[str, Any]) -> str:
+    """One record as a line of JSON: text kept as it is, unless it holds a lone surrogate (a
+    model's or a file's broken text), which only an ASCII escape can write."""
+    line = json.dumps(record, ensure_ascii=False, default=_jsonable)
+    if not valid_unicode(line):
+        line = json.dumps(record, ensure_ascii=True, default=_jsonable)
+    return line + "\n"
 
 
 def _jsonable(value: Any) -> Any:

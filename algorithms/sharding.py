@@ -27,6 +27,9 @@ import torch
 SHARDED_META = "meta.pt"
 """The file of a sharded checkpoint that holds everything but the model and optimiser."""
 
+SHARDED_INDEX = ".metadata"
+"""The index torch's distributed checkpoint writes beside the shards (which tensor is where)."""
+
 
 def fsdp_strategy() -> Any:
     """Fabric's FSDP2 strategy, with every process in one data-parallel (sharding) group and
@@ -100,7 +103,7 @@ def is_sharded_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` is a sharded checkpoint folder (written under ``trainer.strategy:
     fsdp``)."""
     folder = Path(path)
-    return folder.is_dir() and (folder / ".metadata").is_file()
+    return folder.is_dir() and (folder / SHARDED_INDEX).is_file()
 
 
 def read_sharded_model(path: str | Path, module: torch.nn.Module) -> None:

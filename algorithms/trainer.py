@@ -50,7 +50,7 @@ from algorithms.integrity import (
     plain,
     refuse_nonfinite,
     tensors_only,
-    verify_checkpoint,
+    verify_shared,
 )
 from algorithms.launch import (
     end_process_group,
@@ -197,7 +197,8 @@ class SpiceTrainer:
                                     "checkpoint (run without --resume to start)")
         if checkpoint is not None:  # a damaged checkpoint fails here, before any model load
             check_checkpoint_strategy(cfg, checkpoint)
-            verify_checkpoint(checkpoint, self.run.checkpoints())
+            verify_shared(checkpoint, self.run.checkpoints(), rank=fabric.global_rank,
+                          share=lambda problem: gather(fabric, problem))
         fabric.seed_everything(cfg.trainer.seed, verbose=False)
         if fabric.global_rank == 0:
             self.run.path.mkdir(parents=True, exist_ok=True)

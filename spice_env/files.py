@@ -92,6 +92,9 @@ def corpus_files(path: Path, suffixes: Collection[str]) -> tuple[list[Path], lis
     except OSError as exc:  # a looping link, a folder that cannot be searched
         raise UnusablePathError(f"corpus path {path} cannot be used: {exc.strerror or exc}"
                                 ) from None
+    except ValueError:  # a NUL character, or text no file name can hold (a lone surrogate)
+        raise UnusablePathError(f"corpus path {str(path)!r} cannot be a file name (it holds a "
+                                "NUL character or a lone surrogate)") from None
     if stat.S_ISDIR(info.st_mode):
         files, skipped = find_files(path, suffixes)
         if not files:

@@ -75,7 +75,20 @@ def parse_integer(value: str) -> int | None:
     number = _leading_number(value)
     if number is None or not re.fullmatch(r"[+-]?\d+(?:\.0*)?", number):
         return None
-    return int(number.split(".")[0])
+    return _whole(number.split(".")[0])
+
+
+_DIGITS_PER_STEP = 4000  # under int()'s limit on the digits of one conversion (4300)
+
+
+def _whole(number: str) -> int:
+    """``int(number)`` for a signed run of digits of any length."""
+    digits = number.lstrip("+-")
+    value = 0
+    for start in range(0, len(digits), _DIGITS_PER_STEP):
+        part = digits[start : start + _DIGITS_PER_STEP]
+        value = value * 10 ** len(part) + int(part)
+    return -value if number.startswith("-") else value
 
 
 def parse_float(value: str) -> float | None:

@@ -25,6 +25,7 @@ from spice_env.files import (
     numbered_lines,
     read_bounded,
 )
+from spice_env.text import parse_json
 
 logger = logging.getLogger("spice_env.corpus")
 
@@ -191,11 +192,12 @@ def read_jsonl(path: Path, text_field: str | None, stats: CorpusStats,
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
+                row = parse_json(line)
+            except ValueError as exc:  # also a number or nesting that json cannot take
                 stats.records_read += 1
                 stats.malformed_skipped += 1
-                stats.record_error(f"{path}:{lineno}: malformed JSON line ({exc.msg})")
+                why = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                stats.record_error(f"{path}:{lineno}: malformed JSON line ({why})")
                 continue
             yield from rows_to_records([row], f"{path}:{lineno}", text_field, stats)
 
@@ -210,7 +212,7 @@ def _read_json(path: Path, text_field: str | None, stats: CorpusStats, limits: R
     text = _decoded(path, limits.max_file_bytes)
     if text is None:
         raise ValueError(f"the file grew past {limits.max_file_bytes} bytes (max_file_bytes)")
-    data = json.loads(text)
+    data = parse_json(text)
     if isinstance(data, Mapping):
         for key in ("documents", "data", "rows", "examples"):
             if isinstance(data.get(key), list):

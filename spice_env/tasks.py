@@ -349,11 +349,15 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 
 def has_content(answer: str) -> bool:
     """Whether an answer holds something to check: a character that is not whitespace, an
-    invisible (zero-width) character or punctuation (``"."``, ``"-"``, ``"?!"`` hold none;
-    ``"∞"`` and ``"π"`` do)."""
+    invisible (zero-width) character, a control or format character (NUL, U+200E) or
+    punctuation (``"."``, ``"-"``, ``"?!"``, ``"\\x00"`` hold none; ``"∞"`` and ``"π"`` do)."""
     visible = answer.translate(_INVISIBLE)
-    return any(not ch.isspace() and not unicodedata.category(ch).startswith("P")
+    return any(not ch.isspace() and unicodedata.category(ch) not in _NO_CONTENT
                for ch in visible)
+
+
+# punctuation, and control, format, surrogate and unassigned code points (private use counts)
+_NO_CONTENT = frozenset({"Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Cc", "Cf", "Cs", "Cn"})
 
 
 def _check_question(question: Any) -> ParseResult | str:
@@ -398,6 +402,8 @@ def _parse_mcq(payload: Mapping[str, Any]) -> Task | ParseResult:
     letter = _letter_of(letter_text)
     if sorted(options) != list(LETTERS) or any(not v for v in options.values()):
         return _reject("not_four_options", f"found options {sorted(options)}, need A, B, C, D")
+    if not all(valid_unicode(v) for v in options.values()):
+        return _reject("bad_unicode", "an option is not valid Unicode (a lone surrogate)")
     if any(refers_to_document(v) for v in options.values()):
         return _reject("refers_to_document", "an option mentions a source text")
     if len({v.strip().lower() for v in options.values()}) < 4:

@@ -18,8 +18,8 @@ expand exponentially, servers that lie), and the suite checks, for every case:
 * **every rejection is accounted for**: a reason code with a detail, a counter in
   :class:`CorpusStats` with a message, or an error message naming the problem.
 
-Cases that the library does not yet survive are marked ``xfail(strict=True)`` with the failure in
-their reason, so the suite stays green and turns red the day one is fixed (drop its mark then).
+A case the library does not yet survive is marked ``xfail(strict=True)`` with the failure in its
+reason, so that the suite stays green and turns red the day it is fixed (its mark goes then).
 """
 
 from __future__ import annotations
@@ -172,12 +172,7 @@ PARSER_CASES: list[Any] = [
     pytest.param('{"question": "What\x00 is 6*7?", "answer": "42\x00"}', "bad_json",
                  id="raw-nul-inside-json-string"),
     pytest.param("\x00" * 1000, "no_json", id="only-nul-bytes"),
-    *(pytest.param(ff(answer=answer, answer_type="string"), "answer_no_content", id=name,
-                   marks=pytest.mark.xfail(strict=True, reason=(
-                       "spice_env/tasks.py has_content counts control and format characters "
-                       "(NUL, U+0001, U+007F, U+200E, U+2063, ...) as content: the task is "
-                       "valid, and the verifier's normalize_string reduces its gold to '' so "
-                       "that any punctuation-only response (\\boxed{?}) is 'correct'")))
+    *(pytest.param(ff(answer=answer, answer_type="string"), "answer_no_content", id=name)
       for name, answer in (("escaped-nul-answer", "\x00"),
                            ("control-characters-answer", "\x01\x02\x7f"),
                            ("format-characters-answer", "\u200e\u2063"))),
@@ -222,16 +217,10 @@ PARSER_CASES: list[Any] = [
     pytest.param(mcq("Which is the largest?", options={"A": None, "B": 2, "C": 3, "D": 4}),
                  "not_four_options", id="mcq-option-is-null"),
     pytest.param(mcq(f"Which is the largest? A) {SURROGATE} B) 2 C) 3 D) 4"), "bad_unicode",
-                 id="mcq-lone-surrogate-option", marks=pytest.mark.xfail(strict=True, reason=(
-                     "spice_env/tasks.py _parse_mcq checks the stem with valid_unicode but not "
-                     "the options: a lone surrogate in an option gives a valid task whose "
-                     "reasoner_question() no tokenizer or UTF-8 log can take"))),
+                 id="mcq-lone-surrogate-option"),
     pytest.param(mcq("Which is the largest?", options={"A": SURROGATE, "B": "2", "C": "3",
                                                        "D": "4"}),
-                 "bad_unicode", id="mcq-lone-surrogate-options-object",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "spice_env/tasks.py _parse_mcq: options given as an object are not "
-                     "checked for lone surrogates either"))),
+                 "bad_unicode", id="mcq-lone-surrogate-options-object"),
     pytest.param(None, "empty", id="none"),
     pytest.param(42, "empty", id="int"),
     pytest.param(10**5000, "empty", id="huge-int-object"),
@@ -342,9 +331,7 @@ VERIFIER_CASES: list[Any] = [
     pytest.param(free("1", "integer"), boxed("9" * 999), {"wrong"},
                  id="integer-answer-999-digits"),
     pytest.param(free(HUGE_INT, "integer"), boxed("1"), {"wrong"},
-                 id="integer-gold-5000-digits", marks=pytest.mark.xfail(strict=True, reason=(
-                     "Verifier.verify raises ValueError: spice_env/numeric.py parse_integer "
-                     f"calls int() on the gold answer; {INT_LIMIT}"))),
+                 id="integer-gold-5000-digits"),
 ]
 
 
@@ -379,10 +366,6 @@ def test_the_verifier_never_evaluates_answers(verifier: Verifier, tmp_path: Path
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.xfail(strict=True, reason=(
-    "Verifier.verify raises ValueError for an integer answer of 5000 digits (which "
-    "max_answer_chars=10000 lets through): spice_env/numeric.py parse_integer calls int(); "
-    + INT_LIMIT))
 def test_an_integer_answer_of_5000_digits_is_a_verdict() -> None:
     with Verifier(max_answer_chars=10_000) as offline:  # integer checks start no worker
         assert offline.verify(free("1", "integer"), boxed(HUGE_INT)).outcome == "wrong"
@@ -447,16 +430,9 @@ CORPUS_CASES: list[Any] = [
                  {"duplicates_skipped": 49}, id="duplicates"),
     pytest.param("bigint.jsonl", GOOD_BEFORE + b'{"text": "x", "n": ' + HUGE_INT.encode()
                  + b"}\n" + GOOD_AFTER, {}, KEPT, {"malformed_skipped": 1},
-                 id="line-with-a-5000-digit-integer", marks=pytest.mark.xfail(strict=True, reason=(
-                     "spice_env/readers.py read_jsonl catches only json.JSONDecodeError; the "
-                     f"ValueError of json.loads ({INT_LIMIT}) ends the file, which _read_file "
-                     "counts as unreadable: the good records before and after it are lost"))),
+                 id="line-with-a-5000-digit-integer"),
     pytest.param("deep.jsonl", GOOD_BEFORE + b"[" * 100_000 + b"\n" + GOOD_AFTER, {}, KEPT,
-                 {"malformed_skipped": 1}, id="line-nested-100k-deep",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "spice_env/readers.py read_jsonl does not catch the RecursionError of "
-                     "json.loads on a deeply nested line: the whole file is counted unreadable "
-                     "and its good records are lost"))),
+                 {"malformed_skipped": 1}, id="line-nested-100k-deep"),
     pytest.param("nul.csv", b'text,n\n"the record before",1\n"a\x00b",2\n\x00,3\n'
                  b'"the record after",4\n', {}, ["the record before", "ab", "the record after"],
                  {"empty_skipped": 1}, id="csv-with-nul-bytes"),
@@ -526,15 +502,8 @@ UNUSABLE: list[Any] = [
     pytest.param(None, None, [{"hf": "x", "evil": 1}], {}, "unknown key", id="entry-unknown-key"),
     pytest.param(None, None, [{"hf": "x", "text": "{__class__.__init__}"}], {}, "template",
                  id="entry-template-attribute-access"),
-    pytest.param(None, None, SURROGATE + ".jsonl", {}, "", id="spec-path-lone-surrogate",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "load_corpus raises UnicodeEncodeError, not CorpusError: "
-                     "spice_env/files.py corpus_files calls path.stat() catching only "
-                     "FileNotFoundError and OSError"))),
-    pytest.param(None, None, "a\x00b.jsonl", {}, "", id="spec-path-nul-byte",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "load_corpus raises a bare ValueError ('embedded null byte'), not "
-                     "CorpusError: spice_env/files.py corpus_files, path.stat()"))),
+    pytest.param(None, None, SURROGATE + ".jsonl", {}, "", id="spec-path-lone-surrogate"),
+    pytest.param(None, None, "a\x00b.jsonl", {}, "", id="spec-path-nul-byte"),
 ]
 
 
@@ -612,11 +581,6 @@ def test_mixture_weights_near_the_float_limit(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(strict=True, reason=(
-    "spice_env/corpus.py _documents_from_records checks only the text for lone surrogates: a "
-    "record's 'source' and short string fields are kept in Document.source/metadata, and "
-    "algorithms/runlog.py append_jsonl (rollouts.jsonl records the source) raises "
-    "UnicodeEncodeError on them"))
 def test_documents_kept_hold_only_writable_text(tmp_path: Path) -> None:
     path = tmp_path / "meta.jsonl"
     path.write_bytes(b'{"text": "fine", "source": "\\ud83d", "note": "\\udc00"}\n')
@@ -677,23 +641,12 @@ def hostile_yaml(marker: Path) -> dict[str, str]:
         "extends-binary": "extends: /bin/sh\n",
         "corpus-entry-junk": "rollout: {corpus: [{hf: x, evil: 1}]}\n",
         "attempts-below-group": "rollout: {attempts: 1}\ngame: {group_size: 8}\n",
+        "integer-5000-digits": "trainer: {iterations: " + HUGE_INT + "}\n",
+        "recursive-mapping-top": "&top {model: *top}\n",
+        "recursive-mapping-section": "model: &m {name: x, backend_options: *m}\n",
+        "lone-surrogate-value": 'model: {name: "\\ud83d"}\n',
+        "nested-too-deeply": "model: " + "[" * 5000 + "]" * 5000 + "\n",
     }
-
-
-HOSTILE_XFAIL: list[Any] = [
-    pytest.param("trainer: {iterations: " + HUGE_INT + "}\n", id="integer-5000-digits",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "load_config raises ValueError, not ConfigError: PyYAML's int constructor "
-                     f"hits {INT_LIMIT}, and algorithms/config.py _read_yaml catches only "
-                     "yaml.YAMLError"))),
-    pytest.param("&top {model: *top}\n", id="recursive-mapping-top",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "load_config raises RecursionError: algorithms/config.py _plain recurses "
-                     "into a self-referencing mapping anchor"))),
-    pytest.param("model: &m {name: x, backend_options: *m}\n", id="recursive-mapping-section",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "load_config raises RecursionError from algorithms/config.py _plain"))),
-]
 
 
 @pytest.mark.timeout(20)
@@ -711,29 +664,10 @@ def test_a_hostile_config_is_a_config_error(tmp_path: Path, name: str) -> None:
     assert not marker.exists()  # nothing was executed
 
 
-@pytest.mark.timeout(20)
-@pytest.mark.parametrize("text", HOSTILE_XFAIL)
-def test_a_hostile_config_is_a_config_error_too(tmp_path: Path, text: str) -> None:
-    file = tmp_path / "config.yaml"
-    file.write_text(text, "utf-8")
-    with pytest.raises(ConfigError):
-        load_config(file)
-
-
 LAUGHS: list[Any] = [
-    pytest.param("map", None, id="laughs-mappings", marks=pytest.mark.xfail(strict=True, reason=(
-        "algorithms/config.py _plain copies every mapping it reaches, so 9 levels of 9 aliased "
-        "mappings (81 YAML nodes) become 9**9 dict copies: the load runs out of time and "
-        "memory"))),
-    pytest.param("list", "model:\n  name: {top}\n", id="laughs-lists-in-a-bad-field",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "algorithms/config.py _explain formats the rejected value with repr(got) "
-                     "(twice) before cutting it to 60 characters: repr of 9 levels of 9 aliased "
-                     "lists is gigabytes long (minutes, then memory)"))),
-    pytest.param("list", "rollout:\n  corpus: {top}\n", id="laughs-lists-as-corpus",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "algorithms/config.py RolloutConfig._corpus_form puts {entry!r} of the "
-                     "whole aliased list in its message (then _explain repr()s it again)"))),
+    pytest.param("map", None, id="laughs-mappings"),
+    pytest.param("list", "model:\n  name: {top}\n", id="laughs-lists-in-a-bad-field"),
+    pytest.param("list", "rollout:\n  corpus: {top}\n", id="laughs-lists-as-corpus"),
     pytest.param("list", "unused: {top}\n", id="laughs-lists-unknown-key"),
 ]
 
@@ -768,9 +702,7 @@ def test_a_ten_megabyte_config_is_refused_in_bounded_time(tmp_path: Path) -> Non
     "optimizer.lr=[unclosed", "optimizer.lr=.nan", "optimizer.lr=.inf", "trainer.iterations=-1",
     "trainer.iterations=1e999", "trainer.output_dir={{a: 1}}", "evil=1",
     "optimizer.lr=\x00", "game.group_size=0",
-    pytest.param("trainer.iterations=" + HUGE_INT, marks=pytest.mark.xfail(strict=True, reason=(
-        "build_config raises ValueError: algorithms/config.py apply_override catches only "
-        f"yaml.YAMLError from yaml.safe_load, and {INT_LIMIT}"))),
+    pytest.param("trainer.iterations=" + HUGE_INT),
 ], ids=lambda value: value[:40].replace("\x00", "NUL"))
 def test_a_hostile_override_is_a_config_error(tmp_path: Path, override: str) -> None:
     marker = tmp_path / "executed"
@@ -797,27 +729,11 @@ CLI_CASES: list[Any] = [
         "unknown-keys", "wrong-types", "top-level-list", "nul-byte", "unhashable-key",
         "extends-binary")),
     pytest.param("rollout: {corpus: {embedded:math: .nan}}\n", id="corpus-weight-nan"),
-    pytest.param("trainer: {iterations: " + HUGE_INT + "}\n", id="integer-5000-digits",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "spice train exits with a ValueError traceback (rc 1): load_config lets "
-                     f"PyYAML's ValueError through ({INT_LIMIT})"))),
-    pytest.param("&top {model: *top}\n", id="recursive-mapping",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "spice train exits with a RecursionError traceback: "
-                     "algorithms/config.py _plain"))),
-    pytest.param('model: {name: "\\ud83d"}\n', id="lone-surrogate-model-name",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "the config accepts a lone surrogate (YAML \"\\ud83d\"), preflight passes, "
-                     "and spice_cli/train.py cmd_train dies with UnicodeEncodeError printing "
-                     "plan.describe(): a traceback, rc 1"))),
-    pytest.param('rollout: {corpus: "\\ud83d"}\n', id="lone-surrogate-corpus",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "spice train --dry-run dies with UnicodeEncodeError from the corpus check "
-                     "(spice_env/files.py corpus_files, path.stat())"))),
-    pytest.param('rollout: {corpus: "a\\0b"}\n', id="nul-byte-corpus",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "spice train --dry-run dies with ValueError 'embedded null byte' from the "
-                     "corpus check (spice_env/files.py corpus_files, path.stat())"))),
+    pytest.param("trainer: {iterations: " + HUGE_INT + "}\n", id="integer-5000-digits"),
+    pytest.param("&top {model: *top}\n", id="recursive-mapping"),
+    pytest.param('model: {name: "\\ud83d"}\n', id="lone-surrogate-model-name"),
+    pytest.param('rollout: {corpus: "\\ud83d"}\n', id="lone-surrogate-corpus"),
+    pytest.param('rollout: {corpus: "a\\0b"}\n', id="nul-byte-corpus"),
 ]
 
 
@@ -1035,10 +951,6 @@ def test_a_port_with_no_server_is_a_clear_endpoint_error() -> None:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(strict=True, reason=(
-    "agents/backends/openai.py _chat_choice passes a lone surrogate (JSON \"\\ud83d\") on as "
-    "Generation.text; the run logs cannot take it: algorithms/runlog.py append_jsonl "
-    "(ensure_ascii=False, UTF-8) raises UnicodeEncodeError"))
 def test_a_lone_surrogate_from_a_server_cannot_break_the_run_logs(
         loopback: Serve, tmp_path: Path) -> None:
     url = loopback(handler(answer(b'{"choices": [{"message": {"content": "<question>Q\\ud83d?'
@@ -1085,12 +997,7 @@ POINTERS: list[Any] = [
     pytest.param(b"iter-000002.ckpt\x00", id="nul-byte"),
     pytest.param(b"\xff\xfe\x00", id="binary"),
     pytest.param(b"", id="empty"),
-    pytest.param(b"iter-" + b"9" * 300 + b".ckpt", id="name-too-long-for-the-file-system",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "resolve_checkpoint raises OSError [Errno 36] File name too long, not "
-                     "FileNotFoundError, and RunFolder.latest() raises it too: "
-                     "algorithms/run_folder.py calls Path.exists() on the pointed name, which "
-                     "lets ENAMETOOLONG through"))),
+    pytest.param(b"iter-" + b"9" * 300 + b".ckpt", id="name-too-long-for-the-file-system"),
     pytest.param(b"x" * (1 << 20), id="one-megabyte"),
     pytest.param(b"iter-000007.ckpt", id="names-a-missing-checkpoint"),
 ]
@@ -1136,10 +1043,6 @@ def test_a_fifo_last_pointer_is_not_resolved(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.xfail(strict=True, reason=(
-    "RunFolder.latest() (and has_history(), which preflight calls) blocks for ever on a "
-    "checkpoints/last that is a FIFO: algorithms/run_folder.py RunFolder.pointed opens it with "
-    "read_text without checking it is a regular file"))
 def test_a_fifo_last_pointer_does_not_hang_the_run_folder(tmp_path: Path) -> None:
     run = run_with_checkpoint(tmp_path)
     os.mkfifo(run.last_pointer)
@@ -1230,10 +1133,6 @@ def test_truncate_jsonl_keeps_what_it_should_and_writes_a_clean_file(tmp_path: P
     pytest.param(b"[" * 100_000, id="nested-100k"),
     pytest.param(b'{"a": ' * 100_000, id="nested-objects-100k"),
 ])
-@pytest.mark.xfail(strict=True, reason=(
-    "algorithms/runlog.py _parsed_lines catches only UnicodeDecodeError and JSONDecodeError: "
-    f"json.loads's ValueError ({INT_LIMIT}) or RecursionError escapes read_jsonl and "
-    "truncate_jsonl, so a resume fails on one unreadable line"))
 def test_read_jsonl_skips_lines_json_cannot_take(tmp_path: Path, line: bytes) -> None:
     log = tmp_path / "metrics.jsonl"
     log.write_bytes(b'{"iteration": 1}\n' + line + b'\n{"iteration": 2}\n')
@@ -1254,10 +1153,6 @@ def test_append_jsonl_round_trips_hostile_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.xfail(strict=True, reason=(
-    "algorithms/runlog.py append_jsonl writes json.dumps(ensure_ascii=False) to a strict UTF-8 "
-    "file: a lone surrogate in any value raises UnicodeEncodeError (and the records before it "
-    "in the batch are already written)"))
 def test_append_jsonl_takes_a_lone_surrogate(tmp_path: Path) -> None:
     log = tmp_path / "rollouts.jsonl"
     append_jsonl(log, [{"iteration": 1}, {"iteration": 2, "output": SURROGATE}])

@@ -22,6 +22,7 @@ from algorithms.integrity import (
     load_tensors,
     record_checksums,
     verify_checkpoint,
+    verify_shared,
 )
 from algorithms.run_folder import RunFolder
 from algorithms.trainer import SpiceTrainer, train
@@ -70,6 +71,49 @@ def test_checkpoints_are_published_with_their_checksums(saved_run: tuple[Path, A
     assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == [
         "iter-000001.ckpt", "iter-000001.ckpt.sha256", "iter-000002.ckpt",
         "iter-000002.ckpt.sha256", "last"]
+
+
+def test_an_unchanged_checkpoint_is_read_once_and_by_one_rank(
+        saved_run: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import algorithms.integrity as integrity
+
+    run, _ = copy_run(saved_run, tmp_path)
+    latest = run.latest()
+    assert latest is not None
+    reads: list[Path] = []
+    check = integrity._problem
+    monkeypatch.setattr(integrity, "_problem", lambda path: reads.append(path) or check(path))
+    for path in (latest, checksum_file(latest)):
+        os.utime(path)  # changed just now
+    verify_checkpoint(latest)
+    verify_checkpoint(latest)  # changed within the second: not trusted to be unchanged
+    assert len(reads) == 2
+    for path in (latest, checksum_file(latest)):
+        os.utime(path, ns=(10**18, 10**18))
+    verify_checkpoint(latest)
+    verify_checkpoint(latest)  # the preflight check and the trainer's: one read
+    assert len(reads) == 3
+    os.utime(latest, ns=(2 * 10**18, 2 * 10**18))  # touched: read again
+    verify_checkpoint(latest)
+    assert len(reads) == 4
+
+    given: list[str | None] = []
+
+    def share(value: str | None) -> list[str | None]:
+        given.append(value)
+        return [given[0], value]  # rank 0's verdict first, as the gather returns it
+
+    verify_shared(latest, [], rank=1, share=share)  # a verdict of None from rank 0
+    assert len(reads) == 4 and given == [None]
+    given[:] = ["iter-000002.ckpt is damaged: rank 0 says so"]
+    with pytest.raises(CheckpointError, match="rank 0 says so"):
+        verify_shared(latest, [], rank=1, share=share)
+    assert len(reads) == 4  # the other ranks never read it
+    latest.write_bytes(latest.read_bytes()[:100])
+    given.clear()
+    with pytest.raises(CheckpointError, match="is damaged"):
+        verify_shared(latest, [], rank=0, share=share)
+    assert given and "is damaged" in str(given[0])
 
 
 @pytest.mark.parametrize("damage", ["overwritten", "truncated", "legacy-truncated"])
