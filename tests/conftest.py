@@ -12,15 +12,19 @@ import pytest
 ServeFn = Callable[[type[http.server.BaseHTTPRequestHandler]], str]
 
 
+class _Loopback(http.server.ThreadingHTTPServer):
+    block_on_close = False  # a handler still trickling bytes must not hold up the test's end
+
+
 @pytest.fixture
 def serve() -> Iterator[ServeFn]:
     """``serve(Handler)`` starts a threaded HTTP server on loopback and returns its base URL;
-    every server started is shut down after the test."""
-    servers: list[http.server.ThreadingHTTPServer] = []
+    every server started is shut down after the test (it checks for that every 50 ms)."""
+    servers: list[_Loopback] = []
 
     def start(handler: type[http.server.BaseHTTPRequestHandler]) -> str:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = _Loopback(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
 

@@ -32,10 +32,9 @@ import resource
 import select
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,7 @@ from spice_env.tasks import (
 )
 from spice_env.text import valid_unicode
 from spice_env.verify import OUTCOMES, Verifier
+from tests.conftest import ServeFn
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not hasattr(os, "mkfifo"),
                                 reason="needs POSIX fork and FIFOs")
@@ -855,31 +855,6 @@ HTTP_CASES: list[Any] = [
 ]
 
 
-class _Loopback(ThreadingHTTPServer):
-    block_on_close = False  # a trickling handler must not hold up the test's end
-
-
-Serve = Callable[[type[BaseHTTPRequestHandler]], str]
-
-
-@pytest.fixture
-def loopback() -> Iterator[Serve]:
-    """``loopback(Handler)`` starts a threaded HTTP server on 127.0.0.1 and returns its base URL
-    (as the suite's ``serve`` fixture does, polling for shutdown every 50 ms)."""
-    servers: list[_Loopback] = []
-
-    def start(handler_class: type[BaseHTTPRequestHandler]) -> str:
-        server = _Loopback(("127.0.0.1", 0), handler_class)
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
 @pytest.fixture
 def secret(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
@@ -889,9 +864,9 @@ def secret(monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(("respond", "words"), HTTP_CASES)
 def test_a_broken_server_is_a_clear_endpoint_error(
-        loopback: Serve, secret: str, respond: Respond,
+        serve: ServeFn, secret: str, respond: Respond,
         words: str) -> None:
-    url = loopback(handler(respond)) + "/v1"
+    url = serve(handler(respond)) + "/v1"
     retries = 0 if words == "timed out" else 1  # a retry of a trickle would only wait again
     backend = OpenAIBackend("m", url, timeout_s=1.0, max_retries=retries, backoff_s=0.01,
                             max_response_bytes=50_000)
@@ -908,12 +883,12 @@ def test_a_broken_server_is_a_clear_endpoint_error(
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_redirect_never_takes_the_key_elsewhere(
-        loopback: Serve, secret: str, status: int) -> None:
+        serve: ServeFn, secret: str, status: int) -> None:
     elsewhere: list[dict[str, str]] = []
-    other = loopback(handler(answer(b'{"choices": [{"message": {"content": "stolen"}}]}'),
+    other = serve(handler(answer(b'{"choices": [{"message": {"content": "stolen"}}]}'),
                           elsewhere)) + "/v1/chat/completions"
     asked: list[dict[str, str]] = []
-    url = loopback(handler(answer(b"", f"{status} Moved", f"Location: {other}\r\n".encode()),
+    url = serve(handler(answer(b"", f"{status} Moved", f"Location: {other}\r\n".encode()),
                         asked)) + "/v1"
     backend = OpenAIBackend("m", url, timeout_s=2.0, max_retries=2, backoff_s=0.01)
     with pytest.raises(EndpointError, match=f"redirected \\(HTTP {status}\\)") as error:
@@ -928,10 +903,10 @@ def test_a_redirect_never_takes_the_key_elsewhere(
                                  "sk-ünïcode"],
                          ids=["crlf", "tab", "undecodable-byte", "non-ascii"])
 def test_a_key_that_cannot_be_a_header_is_refused_unsent(
-        loopback: Serve, monkeypatch: pytest.MonkeyPatch,
+        serve: ServeFn, monkeypatch: pytest.MonkeyPatch,
         key: str) -> None:
     asked: list[dict[str, str]] = []
-    url = loopback(handler(answer(b"{}"), asked)) + "/v1"
+    url = serve(handler(answer(b"{}"), asked)) + "/v1"
     monkeypatch.setenv("OPENAI_API_KEY", key)  # "\udcff": a byte that is not UTF-8
     with pytest.raises(EndpointError, match="OPENAI_API_KEY") as error:
         OpenAIBackend("m", url, timeout_s=1.0, max_retries=0).generate(CHAT, GREEDY, 1)
@@ -952,8 +927,8 @@ def test_a_port_with_no_server_is_a_clear_endpoint_error() -> None:
 
 @pytest.mark.timeout(20)
 def test_a_lone_surrogate_from_a_server_cannot_break_the_run_logs(
-        loopback: Serve, tmp_path: Path) -> None:
-    url = loopback(handler(answer(b'{"choices": [{"message": {"content": "<question>Q\\ud83d?'
+        serve: ServeFn, tmp_path: Path) -> None:
+    url = serve(handler(answer(b'{"choices": [{"message": {"content": "<question>Q\\ud83d?'
                                b'</question>"}}]}'))) + "/v1"
     backend = OpenAIBackend("m", url, timeout_s=1.0, max_retries=0)
     try:
@@ -965,10 +940,10 @@ def test_a_lone_surrogate_from_a_server_cannot_break_the_run_logs(
 
 @pytest.mark.timeout(20)
 def test_nul_and_control_tokens_from_a_server_are_kept_verbatim(
-        loopback: Serve) -> None:
+        serve: ServeFn) -> None:
     content = "a\x00b " + CONTROL_TOKENS
     body = json.dumps({"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})
-    url = loopback(handler(answer(body.encode()))) + "/v1"
+    url = serve(handler(answer(body.encode()))) + "/v1"
     (generations,) = OpenAIBackend("m", url, timeout_s=1.0, max_retries=0).generate(
         CHAT, GREEDY, 1)
     assert [g.text for g in generations] == [content]

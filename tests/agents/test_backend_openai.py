@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from agents.backends.openai import EndpointError, OpenAIBackend
 from agents.base import ChatPrompt, SamplingConfig
 from agents.self_play import SelfPlayAgent
 from agents.tiny import save_tiny_model
+from tests.conftest import ServeFn
 
 CHAT = [ChatPrompt(({"role": "user", "content": "What is 6 times 7?"},), "<question>")]
 GREEDY = SamplingConfig(temperature=0, max_new_tokens=12)
@@ -120,11 +121,10 @@ Reply = Callable[[int, dict[str, Any], dict[str, str]], tuple[int, dict[str, str
 Handle = Callable[[BaseHTTPRequestHandler], None]
 
 
-@pytest.fixture()
-def serve() -> Iterator[Callable[[Handle], str]]:
-    """Start a loopback HTTP server that answers each request with ``handle(handler)``."""
-    servers: list[ThreadingHTTPServer] = []
-
+@pytest.fixture
+def handled(serve: ServeFn) -> Callable[[Handle], str]:
+    """``handled(handle)``: a loopback server (the suite's ``serve``) answering each request
+    with ``handle(request)``; returns its ``/v1`` URL."""
     def start(handle: Handle) -> str:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -136,19 +136,13 @@ def serve() -> Iterator[Callable[[Handle], str]]:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=http.serve_forever, args=(0.05,), daemon=True).start()
-        servers.append(http)
-        return f"http://127.0.0.1:{http.server_address[1]}/v1"
+        return serve(Handler) + "/v1"
 
-    yield start
-    for http in servers:
-        http.shutdown()
-        http.server_close()
+    return start
 
 
 @pytest.fixture()
-def fake(serve: Callable[[Handle], str]) -> Callable[[Reply], str]:
+def fake(handled: Callable[[Handle], str]) -> Callable[[Reply], str]:
     """Start a loopback HTTP server answering each POST with ``reply(attempt, body, headers)``."""
     def start(reply: Reply) -> str:
         calls = {"n": 0}
@@ -167,7 +161,7 @@ def fake(serve: Callable[[Handle], str]) -> Callable[[Reply], str]:
             request.end_headers()
             request.wfile.write(payload)
 
-        return serve(handle)
+        return handled(handle)
 
     return start
 
@@ -270,7 +264,7 @@ def test_bad_configuration_is_refused() -> None:
 # -- hardening: redirects, time limits, body size, malformed answers ---------------------------
 
 def test_redirects_are_not_followed_and_the_key_stays_home(
-        serve: Callable[[Handle], str], monkeypatch: pytest.MonkeyPatch) -> None:
+        handled: Callable[[Handle], str], monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict[str, str]] = []
 
     def elsewhere(request: BaseHTTPRequestHandler) -> None:
@@ -280,7 +274,7 @@ def test_redirects_are_not_followed_and_the_key_stays_home(
         request.end_headers()
         request.wfile.write(good(1))
 
-    other = serve(elsewhere) + "/chat/completions"
+    other = handled(elsewhere) + "/chat/completions"
     asked: list[str] = []
 
     def redirect(request: BaseHTTPRequestHandler) -> None:
@@ -292,7 +286,7 @@ def test_redirects_are_not_followed_and_the_key_stays_home(
         request.end_headers()
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-456")
-    backend = OpenAIBackend("m", serve(redirect), max_retries=3, backoff_s=0.01)
+    backend = OpenAIBackend("m", handled(redirect), max_retries=3, backoff_s=0.01)
     for status in (302, 307):
         with pytest.raises(EndpointError, match=f"redirected \\(HTTP {status}\\) to {other}"
                            ) as error:
@@ -312,9 +306,9 @@ def trickle(request: BaseHTTPRequestHandler, head: bytes, *, every: float = 0.8)
         request.wfile.flush()
 
 
-def test_a_trickling_body_is_cut_off_at_timeout_s(serve: Callable[[Handle], str]) -> None:
+def test_a_trickling_body_is_cut_off_at_timeout_s(handled: Callable[[Handle], str]) -> None:
     head = b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n{"
-    url = serve(lambda request: trickle(request, head))
+    url = handled(lambda request: trickle(request, head))
     backend = OpenAIBackend("m", url, timeout_s=1, max_retries=1, backoff_s=0.01)
     start = time.monotonic()
     with pytest.raises(EndpointError, match="after 2 attempts: timed out after 1 s"):
@@ -322,8 +316,8 @@ def test_a_trickling_body_is_cut_off_at_timeout_s(serve: Callable[[Handle], str]
     assert time.monotonic() - start < 6
 
 
-def test_trickling_headers_are_cut_off_too(serve: Callable[[Handle], str]) -> None:
-    url = serve(lambda request: trickle(request, b"HTTP/1.0 200 OK\r\nX-Slow: "))
+def test_trickling_headers_are_cut_off_too(handled: Callable[[Handle], str]) -> None:
+    url = handled(lambda request: trickle(request, b"HTTP/1.0 200 OK\r\nX-Slow: "))
     backend = OpenAIBackend("m", url, timeout_s=1, max_retries=0)
     start = time.monotonic()
     with pytest.raises(EndpointError, match="timed out after 1 s"):
@@ -332,9 +326,9 @@ def test_trickling_headers_are_cut_off_too(serve: Callable[[Handle], str]) -> No
 
 
 def test_deadline_s_bounds_all_attempts_and_waits(
-        serve: Callable[[Handle], str], fake: Callable[[Reply], str]) -> None:
+        handled: Callable[[Handle], str], fake: Callable[[Reply], str]) -> None:
     head = b"HTTP/1.0 200 OK\r\nContent-Length: 100000\r\n\r\n"
-    url = serve(lambda request: trickle(request, head, every=0.2))
+    url = handled(lambda request: trickle(request, head, every=0.2))
     backend = OpenAIBackend("m", url, timeout_s=1, max_retries=50, backoff_s=0.01,
                             deadline_s=2.5)
     start = time.monotonic()
@@ -351,7 +345,7 @@ def test_deadline_s_bounds_all_attempts_and_waits(
 
 
 @pytest.mark.parametrize("declared", [True, False], ids=["content-length", "until-close"])
-def test_an_oversized_answer_is_refused_unread(serve: Callable[[Handle], str],
+def test_an_oversized_answer_is_refused_unread(handled: Callable[[Handle], str],
                                                declared: bool) -> None:
     sent = {"requests": 0, "bytes": 0}
     size, piece = 50 * 2**20, b" " * 2**16
@@ -364,7 +358,7 @@ def test_an_oversized_answer_is_refused_unread(serve: Callable[[Handle], str],
             request.wfile.write(piece)
             sent["bytes"] += len(piece)
 
-    backend = OpenAIBackend("m", serve(huge), max_response_bytes=10_000, max_retries=2)
+    backend = OpenAIBackend("m", handled(huge), max_response_bytes=10_000, max_retries=2)
     with pytest.raises(EndpointError, match="larger than max_response_bytes=10000"):
         backend.generate(CHAT, GREEDY, 1)
     assert sent["requests"] == 1
