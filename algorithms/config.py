@@ -43,6 +43,7 @@ from algorithms.config_files import (
 )
 from algorithms.drgrpo import DrGRPOConfig
 from algorithms.registry import ALGORITHMS, algorithm_config, algorithm_config_class
+from spice_env.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_RECORD_BYTES
 from spice_env.game import GameConfig
 
 
@@ -90,6 +91,12 @@ class RolloutConfig(_Section):
                                     "records from each corpus source (None: all).")
     text_field: str | None = Field(default=None, description="The record field holding the "
                                    "text (default: the first of the usual names present).")
+    max_file_bytes: int | None = Field(
+        default=DEFAULT_MAX_FILE_BYTES, ge=1, description="Skip (and count) local corpus files "
+        "larger than this many bytes, unopened (None: no cap).")
+    max_record_bytes: int | None = Field(
+        default=DEFAULT_MAX_RECORD_BYTES, ge=1, description="Skip (and count) JSON Lines and CSV "
+        "lines, and plain-text files, longer than this many bytes (None: no cap).")
 
     @field_validator("corpus", mode="before")
     @classmethod
@@ -268,6 +275,13 @@ class TrainConfig(_Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    def to_yaml(self) -> str:
+        """The whole config as YAML, every setting written out (a run folder's ``config.yaml``,
+        which :func:`load_config` reads back to the same config)."""
+        import yaml
+
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     @model_validator(mode="before")
     @classmethod

@@ -213,8 +213,9 @@ def check_corpus(config: TrainConfig) -> list[Any]:
     from spice_env.corpus import CorpusError, peek_corpus
 
     try:
-        return peek_corpus(config.rollout.corpus_spec(),
-                           text_field=config.rollout.text_field)
+        return peek_corpus(config.rollout.corpus_spec(), text_field=config.rollout.text_field,
+                           max_file_bytes=config.rollout.max_file_bytes,
+                           max_record_bytes=config.rollout.max_record_bytes)
     except CorpusError as error:
         raise PreflightError(f"rollout.corpus: {error}") from None
 

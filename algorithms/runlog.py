@@ -95,9 +95,23 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def finite(metrics: Mapping[str, float]) -> dict[str, float]:
-    """The metrics with NaN/inf dropped (an empty mean is NaN; loggers get only numbers)."""
-    return {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+def finite(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics that are finite numbers (an empty mean is NaN; loggers get only numbers)."""
+    return {k: number for k, v in metrics.items() if (number := _number(v)) is not None}
+
+
+MUST_BE_FINITE = ("train/loss", "train/grad_norm")
+"""Metrics that are numbers whenever an optimiser step ran (``train/lr`` is set); NaN or
+infinity in them is a problem to report, not a mean over nothing."""
+
+
+def nonfinite(metrics: Mapping[str, Any]) -> list[str]:
+    """The names among :data:`MUST_BE_FINITE` that are NaN or infinite although a step ran:
+    ``metrics.jsonl`` lists them under ``nonfinite`` rather than dropping them unsaid."""
+    if _number(metrics.get("train/lr")) is None:
+        return []
+    return [name for name in MUST_BE_FINITE
+            if name in metrics and _number(metrics[name]) is None]
 
 
 def rollout_records(rollout: Any, iteration: int, rank: int) -> list[dict[str, Any]]:

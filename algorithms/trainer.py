@@ -64,7 +64,14 @@ from algorithms.metrics import Progress, Timer, light, merge_iteration
 from algorithms.preflight import check_checkpoint_strategy, check_output_dir, check_packages
 from algorithms.registry import make_algorithm
 from algorithms.run_folder import RunFolder
-from algorithms.runlog import append_jsonl, finite, plot_curves, read_jsonl, rollout_records
+from algorithms.runlog import (
+    append_jsonl,
+    finite,
+    nonfinite,
+    plot_curves,
+    read_jsonl,
+    rollout_records,
+)
 from algorithms.samples import TrainingSample, assign_advantages, collect_samples
 from algorithms.sharding import is_sharded_checkpoint
 from spice_env.corpus import load_corpus
@@ -209,7 +216,8 @@ class SpiceTrainer:
         corpus = self.evaluator.hold_out(load_corpus(
             cfg.rollout.corpus_spec(), max_tokens=cfg.rollout.max_document_tokens,
             tokenizer=tokenizer, text_field=cfg.rollout.text_field,
-            limit=cfg.rollout.max_records))
+            limit=cfg.rollout.max_records, max_file_bytes=cfg.rollout.max_file_bytes,
+            max_record_bytes=cfg.rollout.max_record_bytes))
         engine = PolicyEngine(cfg, fabric, learner.model, tokenizer, precision=self.precision,
                               source=source, generator=generator,
                               agent_wrapper=self.agent_wrapper)
@@ -272,7 +280,7 @@ class SpiceTrainer:
             fabric.barrier()
         if fabric.global_rank == 0:
             self.run.mark()  # a run from before the marker existed gets one when resumed
-            self.run.write_config(_config_yaml(self.config))
+            self.run.write_config(self.config.to_yaml())
         fabric.barrier()
 
     def _resume(self, state: TrainState, path: Path) -> None:
@@ -349,8 +357,10 @@ class SpiceTrainer:
     def _log(self, metrics: Mapping[str, float]) -> None:
         """The current iteration's metrics to metrics.jsonl and the loggers (rank 0)."""
         if self.fabric.global_rank == 0:
-            append_jsonl(self.run.metrics_file,
-                         [{"iteration": self.iteration, **finite(metrics)}])
+            record: dict[str, Any] = {"iteration": self.iteration, **finite(metrics)}
+            if bad := nonfinite(metrics):  # reported, never dropped unsaid
+                record["nonfinite"] = bad
+            append_jsonl(self.run.metrics_file, [record])
             self.fabric.log_dict(finite(metrics), step=self.iteration)
 
     # ------------------------------------------------------------------ one iteration
@@ -505,10 +515,3 @@ def _compare_ranks(trainer: SpiceTrainer) -> None:
     # every rank done before any leaves: a process group torn down at interpreter exit while a
     # peer still talks to it can abort the process
     fabric.barrier()
-
-
-def _config_yaml(config: TrainConfig) -> str:
-    import yaml
-
-    data = config.model_dump(mode="json")
-    return yaml.safe_dump(data, sort_keys=False)

@@ -177,7 +177,9 @@ def run_probe(run: str | Path, settings: ProbeSettings | None = None, *,
     sweep = [p for p in points if p.iteration >= freeze]
     corpus = load_corpus(config.rollout.corpus_spec(),
                          max_tokens=config.rollout.max_document_tokens,
-                         text_field=config.rollout.text_field, limit=config.rollout.max_records)
+                         text_field=config.rollout.text_field, limit=config.rollout.max_records,
+                         max_file_bytes=config.rollout.max_file_bytes,
+                         max_record_bytes=config.rollout.max_record_bytes)
     rng = np.random.default_rng([settings.seed, 2025])
     indices = _distinct_documents(corpus, rng, settings.documents)
     with Verifier() as verifier:

@@ -423,13 +423,16 @@ class SourcePeek:
     first: str
 
 
-def peek_corpus(spec: CorpusSpec, *, records: int = 8, text_field: str | None = None
-                ) -> list[SourcePeek]:
+def peek_corpus(spec: CorpusSpec, *, records: int = 8, text_field: str | None = None,
+                max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
+                max_record_bytes: int | None = DEFAULT_MAX_RECORD_BYTES) -> list[SourcePeek]:
     """Read only the first ``records`` records of every source of ``spec``, to check it early.
 
     The same checks as :func:`load_corpus` (paths, schemes, mixture weights, fields), at the cost
     of a few records per source: a spec that passes here can still hold bad records further on,
     which loading skips and counts.
+
+    ``max_file_bytes`` and ``max_record_bytes`` are :func:`load_corpus`'s caps.
 
     Raises:
         CorpusError: a source that cannot be read or whose first records hold no usable text.
@@ -442,10 +445,11 @@ def peek_corpus(spec: CorpusSpec, *, records: int = 8, text_field: str | None = 
     elif _entries(spec):
         entries = [as_entry(e) for e in spec]  # type: ignore[union-attr]
         parts = [(_entry_spec(e), e.weight, e.label) for e in entries]
+    caps = ReadLimits(max_file_bytes, max_record_bytes)
     if parts is not None:
-        return _peek_mixture(parts, records=records, text_field=text_field)
+        return _peek_mixture(parts, records=records, text_field=text_field, caps=caps)
     stats = CorpusStats()
-    found, name = _records_for(spec, text_field, records, stats)
+    found, name = _records_for(spec, text_field, records, stats, caps)
     head = list(itertools.islice(found, records))
     docs = _documents_from_records(head, DEFAULT_MAX_TOKENS, approx_token_count, stats, set())
     if not docs:
@@ -456,7 +460,7 @@ def peek_corpus(spec: CorpusSpec, *, records: int = 8, text_field: str | None = 
 
 
 def _peek_mixture(parts: Sequence[tuple[Any, float, str]], *, records: int,
-                  text_field: str | None) -> list[SourcePeek]:
+                  text_field: str | None, caps: ReadLimits) -> list[SourcePeek]:
     if not parts:
         raise CorpusError("a corpus mixture needs at least one component")
     for _, weight, label in parts:
@@ -466,7 +470,9 @@ def _peek_mixture(parts: Sequence[tuple[Any, float, str]], *, records: int,
         raise CorpusError("the corpus mixture's weights are all 0")
     out = []
     for (part, _, label), share in zip(parts, shares, strict=True):
-        for inner in peek_corpus(part, records=records, text_field=text_field):
+        for inner in peek_corpus(part, records=records, text_field=text_field,
+                                 max_file_bytes=caps.max_file_bytes,
+                                 max_record_bytes=caps.max_record_bytes):
             out.append(SourcePeek(f"{label}/{inner.name}" if inner.name != label else label,
                                   share * inner.weight, inner.records,
                                   inner.documents, inner.first))

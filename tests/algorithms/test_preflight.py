@@ -172,3 +172,18 @@ def test_endpoint_checks_against_a_real_server(server: str) -> None:
     assert "HTTP 404" in (endpoint_problem(f"{server}/elsewhere") or "")
     assert "refused" in (endpoint_problem("http://127.0.0.1:9/v1") or "")
     assert endpoint_problem("ftp://host/v1") == "not an http(s) URL"
+
+
+def test_the_corpus_byte_caps_are_settings(tiny: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = _corpus(tmp_path)  # three short lines, about 50 bytes each
+    settings = [f"model.name={tiny}", f"rollout.corpus={corpus}",
+                f"trainer.output_dir={tmp_path / 'run'}", "--dry-run"]
+    assert main(["train", *settings, "rollout.max_record_bytes=20"]) == 2
+    assert "max_record_bytes" in capsys.readouterr().err
+    assert main(["train", *settings, "rollout.max_file_bytes=100"]) == 2
+    assert "max_file_bytes" in capsys.readouterr().err
+    assert main(["train", *settings, "rollout.max_file_bytes=null",
+                 "rollout.max_record_bytes=1000"]) == 0
+    assert main(["train", *settings, "rollout.max_record_bytes=0"]) == 2
+    assert "rollout.max_record_bytes" in capsys.readouterr().err
