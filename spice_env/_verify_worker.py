@@ -29,22 +29,33 @@ def compare(gold: str, prediction: str, timeout_s: int) -> bool:
 
     Only the LaTeX extraction is used (its parser builds expressions without evaluating text);
     each of the three steps (parse gold, parse prediction, verify) has the limit ``timeout_s``.
+    When Math-Verify fails on the expressions (``\\frac{1}{0}`` cannot be evaluated), the answer
+    gets Math-Verify's own handling of errors: the comparisons that fail count as unequal, and its
+    comparison of the normalised strings still decides.
     """
-    from math_verify import LatexExtractionConfig, parse, verify
     from math_verify.errors import TimeoutException
 
-    config = [LatexExtractionConfig()]
     try:
-        gold_parsed = parse(_wrap(gold), extraction_config=config, parsing_timeout=timeout_s,
-                            raise_on_error=True)
-        pred_parsed = parse(_wrap(prediction), extraction_config=config,
-                            parsing_timeout=timeout_s, raise_on_error=True)
-        if not gold_parsed or not pred_parsed:
-            return False
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout_s,
-                           raise_on_error=True))
-    except TimeoutException as exc:  # a BaseException: caught by name
+        try:
+            return _math_verify(gold, prediction, timeout_s, raise_on_error=True)
+        except Exception:  # not a timeout: Math-Verify's TimeoutException is a BaseException
+            return _math_verify(gold, prediction, timeout_s, raise_on_error=False)
+    except TimeoutException as exc:  # caught by name
         raise MathVerifyTimeout from exc
+
+
+def _math_verify(gold: str, prediction: str, timeout_s: int, *, raise_on_error: bool) -> bool:
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    config = [LatexExtractionConfig()]
+    gold_parsed = parse(_wrap(gold), extraction_config=config, parsing_timeout=timeout_s,
+                        raise_on_error=raise_on_error)
+    pred_parsed = parse(_wrap(prediction), extraction_config=config, parsing_timeout=timeout_s,
+                        raise_on_error=raise_on_error)
+    if not gold_parsed or not pred_parsed:
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout_s,
+                       raise_on_error=raise_on_error))
 
 
 def serve(timeout_s: int) -> None:

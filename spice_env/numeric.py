@@ -13,12 +13,18 @@ import re
 def normalize_number_text(value: str) -> str:
     """Drop thousands separators (``1,234``, ``1 234``, ``1\\,234``), ``$`` and outer spaces.
 
-    Only separators before a group of exactly three digits go: ``1 2`` stays two numbers.
+    A separator goes only between digit groups of a thousands-grouped number: one to three
+    digits, not starting with 0, then groups of exactly three (``1 2`` stays two numbers, and
+    ``0,111`` is no thousand-and-something).
     """
     text = value.strip().strip("$").strip()
     text = re.sub(r"\\[,;:! ]|\{,\}|~", "", text)
-    text = re.sub(r"(?<=\d)[,\s'_](?=\d{3}(?!\d))", "", text)
+    text = _GROUPED.sub(lambda match: re.sub(r"[,\s'_]", "", match.group(0)), text)
     return re.sub(r"^([+-])\s+", r"\1", text)
+
+
+# a thousands-grouped number: its separators may be a comma, a space, an apostrophe or "_"
+_GROUPED = re.compile(r"(?<![\d.])[1-9]\d{0,2}(?:[,\s'_]\d{3})+(?!\d)")
 
 
 _TEXT_WRAPPERS = re.compile(

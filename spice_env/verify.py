@@ -8,7 +8,8 @@ type       rule
 ========== =========================================================================================
 mcq_letter ``B``, ``(B)``, ``B)``, ``\\text{B}``, ``B) <option text>``, or an option's text when it
            names exactly one option
-integer    exact after dropping thousands separators, LaTeX spaces, ``$``, trailing units and ``.0``
+integer    exact after dropping thousands separators, LaTeX spaces, ``$``, trailing units and
+           ``.0``; an answer not written as one whole number goes to Math-Verify
 float      numerically close (``float_rel_tol`` / ``float_abs_tol``); non-decimal forms go to
            Math-Verify
 expression Math-Verify ``verify(gold, prediction)`` (gold first), in worker processes with a hard
@@ -16,6 +17,9 @@ expression Math-Verify ``verify(gold, prediction)`` (gold first), in worker proc
 string     exact after lower-casing and removing punctuation, articles and extra spaces
 boolean    yes/true vs no/false
 ========== =========================================================================================
+
+A percent is its value or its value in hundredths (``10\\%`` answers ``0.1`` and ``10``); a
+multi-part gold (``2, 5``) takes one box per part (``\\boxed{2}, \\boxed{5}``).
 
 Model output is never executed or evaluated. Every check ends in a :class:`Verdict` whose
 ``outcome`` tells *why*: ``correct``, ``wrong``, ``no_answer`` (no box), ``too_long`` (answer over
@@ -137,6 +141,43 @@ def extract_boxed(text: str, *, fallback: bool = False) -> str | None:
         if found:
             return found.group(1).strip()
     return None
+
+
+def last_boxes(text: str, count: int) -> list[str]:
+    """The contents of the last ``count`` boxes of ``text``, in order, when all of them are
+    complete (else ``[]``)."""
+    boxes = list(_BOX.finditer(text))[-count:] if count > 0 else []
+    if len(boxes) < count:
+        return []
+    pairs = _brace_pairs(text)
+    found = [_box_content(text, match.end(), pairs) for match in boxes]
+    return [part.strip() for part in found if part is not None] if None not in found else []
+
+
+def top_level_parts(text: str) -> list[str]:
+    """``text`` split at the commas outside brackets, braces and parentheses."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return [part.strip() for part in parts]
+
+
+def _several_boxes(response: str, gold: str, last: str) -> str:
+    """The answer of a response that boxes the parts of a multi-part gold one by one
+    (``\\boxed{2}, \\boxed{5}`` for ``2, 5``): its last boxes joined with ``", "``, as many
+    as the gold has parts; otherwise its last box."""
+    count = len(top_level_parts(gold))
+    if count < 2 or len(top_level_parts(last)) >= count or _plain_number(gold) is not None:
+        return last
+    parts = last_boxes(response, count)
+    return ", ".join(parts) if len(parts) == count else last
 
 
 # --- normalisation -------------------------------------------------------------------------------
@@ -278,6 +319,8 @@ class Verifier:
         deferred: dict[tuple[str, str], list[tuple[int, str]]] = {}
         for index, (task, response) in enumerate(pairs):
             extracted = extract_boxed(response, fallback=self.config.allow_unboxed)
+            if extracted is not None and task.answer_type in ("expression", "string"):
+                extracted = _several_boxes(response, task.answer, extracted)
             verdict, needs_math = self._decide(task, extracted)
             verdicts.append(verdict)
             if needs_math is not None:
@@ -301,18 +344,20 @@ class Verifier:
         if kind == "mcq_letter":
             ok = mcq_letter(extracted, task.options) == task.answer.strip().upper()
         elif kind == "integer":
-            got = parse_integer(extracted)
-            ok = got is not None and got == parse_integer(task.answer)
+            got, gold = parse_integer(extracted), parse_integer(task.answer)
+            if got is None or gold is None:  # \frac{3}{3}, x \approx 11: Math-Verify decides
+                return None, (task.answer, extracted)
+            # a percent is also read as hundredths: 1000% is 10
+            ok = got == gold or ("%" in extracted and got == 100 * gold)
         elif kind == "string":
             ok = normalize_string(extracted) == normalize_string(task.answer)
         elif kind == "boolean":
             got_bool = parse_boolean(extracted)
             ok = got_bool is not None and got_bool == parse_boolean(task.answer)
         elif kind == "float" and parse_float(extracted) is not None:
-            gold, got_float = parse_float(task.answer), parse_float(extracted)
-            ok = gold is not None and got_float is not None and math.isclose(
-                gold, got_float, rel_tol=self.config.float_rel_tol,
-                abs_tol=self.config.float_abs_tol)
+            ok = any(math.isclose(gold, got, rel_tol=self.config.float_rel_tol,
+                                  abs_tol=self.config.float_abs_tol)
+                     for gold in _readings(task.answer) for got in _readings(extracted))
         else:  # expression, or a float written in a non-decimal form
             quick = self._quick_expression(task.answer, extracted)
             if quick is None:
@@ -346,6 +391,15 @@ class Verifier:
         self._cache.move_to_end(key)
         while len(self._cache) > self.config.cache_size:
             self._cache.popitem(last=False)
+
+
+def _readings(value: str) -> list[float]:
+    """The numbers a decimal answer may mean: its value, and with a percent sign also that
+    value in hundredths (``10\\%`` is 10 or 0.1), as Math-Verify reads percentages."""
+    number = parse_float(value)
+    if number is None:
+        return []
+    return [number, number / 100] if "%" in value else [number]
 
 
 def _plain_number(value: str) -> float | None:

@@ -171,12 +171,50 @@ def test_integer_correct(offline: Verifier, gold: str, answer: str) -> None:
 
 @pytest.mark.parametrize(
     ("gold", "answer"),
-    [("1234", "1235"), ("-3", "3"), ("3", "-3"), ("42", "42.5"), ("42", "forty-two"),
-     ("42", "abc"), ("42", "4 2 1"), ("12", "12,34"), ("7", "7/1")],
+    [("1234", "1235"), ("-3", "3"), ("3", "-3"), ("10", "1,000"), ("1000", "10 cm")],
 )
 def test_integer_wrong(offline: Verifier, gold: str, answer: str) -> None:
     verdict = offline.verify(free(gold, "integer"), boxed(answer))
     assert (verdict.correct, verdict.outcome) == (False, "wrong")
+
+
+@pytest.mark.parametrize(
+    ("gold", "answer", "correct"),
+    [("1", "\\frac{3}{3}", True), ("32349", "32,\\! 349", True), ("11", "x \\approx 11", True),
+     ("7", "7/1", True), ("5", "2+3", True), ("12", "x \\approx 11", False),
+     ("42", "forty-two", False), ("42", "abc", False), ("42", "4 2 1", False),
+     ("12", "12,34", False), ("5", "5 or 6", False), ("5", "5 million", False),
+     ("42", "42.5", False), ("111", "0,111", False)],
+)
+def test_integers_not_written_as_one_go_to_math_verify(verifier: Verifier, gold: str,
+                                                       answer: str, correct: bool) -> None:
+    verdict = verifier.verify(free(gold, "integer"), boxed(answer))
+    assert verdict.correct is correct and verdict.outcome == ("correct" if correct else "wrong")
+
+
+@pytest.mark.parametrize(
+    ("gold", "answer_type", "answer", "correct"),
+    [("0.1", "float", "10\\%", True), ("10\\%", "float", "0.1", True),
+     ("10\\%", "float", "10", True), ("10", "integer", "10\\%", True),
+     ("10", "integer", "1000\\%", True), ("0.1", "float", "10", False),
+     ("10", "integer", "0.1", False), ("0.25", "expression", "25\\%", True),
+     ("25\\%", "expression", "\\frac{1}{4}", True), ("50", "float", "0.5", False)],
+)
+def test_a_percent_is_its_value_or_hundredths(verifier: Verifier, gold: str, answer_type: str,
+                                              answer: str, correct: bool) -> None:
+    assert verifier.verify(free(gold, answer_type), boxed(answer)).correct is correct
+
+
+@pytest.mark.parametrize(
+    ("gold", "response", "correct"),
+    [("2, 5", "So \\boxed{2}, \\boxed{5}", True), ("2, 5", "\\boxed{2} and \\boxed{5}", True),
+     ("2, 5", "\\boxed{2}, \\boxed{6}", False), ("2, 5", "\\boxed{5}", False),
+     ("(1, 2), 3", "\\boxed{(1, 2)} \\boxed{3}", True), ("2, 5", "\\boxed{2, 5}", True),
+     ("1,234", "\\boxed{1}, \\boxed{234}", False)],  # a number, not two parts
+)
+def test_a_multi_part_gold_takes_one_box_per_part(verifier: Verifier, gold: str,
+                                                  response: str, correct: bool) -> None:
+    assert verifier.verify(free(gold, "expression"), response).correct is correct
 
 
 def test_parse_integer_and_float() -> None:
@@ -278,6 +316,14 @@ def test_worker_compare_real() -> None:
     assert _verify_worker.compare("\\frac{1}{2}", "0.5", 5)
     assert not _verify_worker.compare("\\frac{1}{2}", "1/3", 5)
     assert not _verify_worker.compare("\\frac{1}{2}", "", 5)
+
+
+def test_a_math_verify_failure_falls_back_to_its_own_comparison(verifier: Verifier) -> None:
+    # sympy cannot evaluate 1/0 ("zoo"): raising, Math-Verify gave 'error'; its own handling of
+    # the failure still compares the normalised forms
+    assert _verify_worker.compare("1/0", "\\frac{1}{0}", 5)
+    assert not _verify_worker.compare("1/0", "\\frac{2}{3}", 5)
+    assert verifier.verify(free("1/0", "expression"), boxed("\\frac{1}{0}")).outcome == "correct"
 
 
 def test_quick_path_needs_no_worker(offline: Verifier) -> None:
