@@ -45,6 +45,7 @@ from algorithms.drgrpo import DrGRPOConfig
 from algorithms.registry import ALGORITHMS, algorithm_config, algorithm_config_class
 from spice_env.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_RECORD_BYTES
 from spice_env.game import GameConfig
+from spice_env.text import valid_unicode
 
 
 class _Section(BaseModel):
@@ -347,6 +348,8 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     shown = preview(assignment, 80)
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {shown} is not of the form dotted.key=value")
+    if not valid_unicode(assignment):  # bytes that are not UTF-8 on the command line
+        raise ConfigError(f"override {shown} is not valid Unicode (a lone surrogate)")
     value = plain(parse_yaml(raw, f"override {shown}"), f"override {shown}") \
         if raw.strip() else ""
     *parents, last = key.split(".")

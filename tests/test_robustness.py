@@ -701,7 +701,7 @@ def test_a_ten_megabyte_config_is_refused_in_bounded_time(tmp_path: Path) -> Non
     "optimizer.lr=!!python/object/apply:os.system ['touch {marker}']",
     "optimizer.lr=[unclosed", "optimizer.lr=.nan", "optimizer.lr=.inf", "trainer.iterations=-1",
     "trainer.iterations=1e999", "trainer.output_dir={{a: 1}}", "evil=1",
-    "optimizer.lr=\x00", "game.group_size=0",
+    "optimizer.lr=\x00", "game.group_size=0", "trainer.output_dir=runs/\udcff",
     pytest.param("trainer.iterations=" + HUGE_INT),
 ], ids=lambda value: value[:40].replace("\x00", "NUL"))
 def test_a_hostile_override_is_a_config_error(tmp_path: Path, override: str) -> None:
