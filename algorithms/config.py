@@ -159,6 +159,11 @@ class TrainerConfig(_Section):
     """How the loop runs: length, hardware, micro-batching, checkpoints, logs."""
 
     iterations: int = Field(default=640, ge=1, description="Iterations of Algorithm 1.")
+    valid_rate_warning: float = Field(
+        default=0.05, ge=0, le=1, description="Warn when challenger/valid_rate stays under this "
+        "for `valid_rate_patience` iterations in a row (0: never).")
+    valid_rate_patience: int = Field(default=5, ge=1, description="Iterations in a row under "
+                                     "`valid_rate_warning` before the warning.")
     output_dir: str = Field(default="runs/spice", description="The run folder: metrics, "
                             "rollouts, checkpoints, plots.")
     seed: int = Field(default=0, description="Seed of sampling, corpus order and init.")

@@ -239,6 +239,32 @@ def _time_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return out
 
 
+class ValidRateWatch:
+    """Warns when the Challenger's valid-question rate stays under ``threshold`` for
+    ``patience`` iterations in a row: a self-play run can collapse this way (an invalid-question
+    penalty driving the valid rate to 0), and its invalid outputs by reason show why. It warns
+    once per such stretch; a ``threshold`` of 0 never warns."""
+
+    def __init__(self, threshold: float, patience: int) -> None:
+        self.threshold, self.patience, self.low = threshold, patience, 0
+
+    def check(self, iteration: int, metrics: Mapping[str, float]) -> str | None:
+        """The warning to print after ``iteration`` (its metrics), if one is due."""
+        rate = metrics.get("challenger/valid_rate")
+        if rate is None or not math.isfinite(rate):  # a record without rollouts
+            return None
+        self.low = self.low + 1 if rate < self.threshold else 0
+        if self.low != self.patience:
+            return None
+        reasons = sorted(((v, k.rsplit("/", 1)[1]) for k, v in metrics.items()
+                          if k.startswith("challenger/invalid/") and math.isfinite(v) and v > 0),
+                         reverse=True)[:3]
+        why = ", ".join(f"{reason} {share:.0%}" for share, reason in reasons) or "none logged"
+        return (f"warning: the Challenger's valid-question rate has stayed under "
+                f"{self.threshold:.0%} for {self.patience} iterations (now {rate:.1%} at "
+                f"iteration {iteration}); the largest reasons: {why}")
+
+
 class Progress:
     """A rich progress bar with the latest key numbers (rank 0)."""
 

@@ -158,11 +158,13 @@ def eval_sets_in(history: Sequence[Mapping[str, Any]]) -> list[str]:
 def plot_curves(history: Sequence[Mapping[str, Any]], folder: Path) -> Path | None:
     """Draw the main curves of ``history`` (metrics.jsonl records) into ``folder/curves.png``:
     one panel per evaluation set (accuracy with ±1 standard error, boxed-answer rate, accuracy
-    given a boxed answer), then the training curves."""
+    given a boxed answer), the training curves, then the Challenger's invalid outputs by
+    reason."""
     sets = eval_sets_in(history)
     shown = [(key, title) for key, title in PLOTTED
              if any(_number(r.get(key)) is not None for r in history)]
-    if not shown and not sets:
+    reasons = invalid_reasons(history)
+    if not shown and not sets and not reasons:
         return None
     import matplotlib
 
@@ -170,7 +172,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], folder: Path) -> Path | No
     import matplotlib.pyplot as plt
 
     columns = 2
-    panels = len(sets) + len(shown)
+    panels = len(sets) + len(shown) + (1 if reasons else 0)
     rows = math.ceil(panels / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(11, 2.8 * rows), squeeze=False)
     flat = list(axes.flat)
@@ -182,6 +184,8 @@ def plot_curves(history: Sequence[Mapping[str, Any]], folder: Path) -> Path | No
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("iteration", fontsize=8)
         axis.grid(alpha=0.3)
+    if reasons:
+        _reasons_panel(flat[panels - 1], history, reasons)
     for axis in flat[panels:]:
         axis.axis("off")
     figure.tight_layout()
@@ -190,6 +194,31 @@ def plot_curves(history: Sequence[Mapping[str, Any]], folder: Path) -> Path | No
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+_INVALID = "challenger/invalid/"
+
+
+def invalid_reasons(history: Sequence[Mapping[str, Any]], most: int = 6) -> list[str]:
+    """The reasons of ``challenger/invalid/<reason>`` in ``history`` that ever reached a share
+    above 0, the ``most`` largest (by their highest share) first."""
+    peaks: dict[str, float] = {}
+    for record in history:
+        for key, value in record.items():
+            if key.startswith(_INVALID) and (share := _number(value)) is not None and share > 0:
+                reason = key.removeprefix(_INVALID)
+                peaks[reason] = max(peaks.get(reason, 0.0), share)
+    return sorted(peaks, key=lambda reason: -peaks[reason])[:most]
+
+
+def _reasons_panel(axis: Any, history: Sequence[Mapping[str, Any]], reasons: list[str]) -> None:
+    for reason in reasons:
+        xs, ys = _series(history, _INVALID + reason)
+        axis.plot(xs, ys, marker="o" if len(xs) < 30 else None, linewidth=1.2, label=reason)
+    axis.set_title("invalid Challenger outputs by reason (share of outputs)", fontsize=10)
+    axis.set_xlabel("iteration", fontsize=8)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
 
 
 def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:

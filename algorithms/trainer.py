@@ -60,7 +60,7 @@ from algorithms.launch import (
     resolve_precision,
 )
 from algorithms.learner import Learner
-from algorithms.metrics import Progress, Timer, light, merge_iteration
+from algorithms.metrics import Progress, Timer, ValidRateWatch, light, merge_iteration
 from algorithms.preflight import check_checkpoint_strategy, check_output_dir, check_packages
 from algorithms.registry import make_algorithm
 from algorithms.run_folder import RunFolder
@@ -184,12 +184,13 @@ class SpiceTrainer:
         self.agent_wrapper = agent_wrapper
         self.run = RunFolder(config.trainer.output_dir)
         self.evaluator = LoopEvaluator(config, fabric, self.run, eval_sets or {})
-        self.precision = resolve_precision(config.trainer.precision,
-                                           config.trainer.accelerator)
+        self.precision = resolve_precision(config.trainer.precision, config.trainer.accelerator)
         self.algorithm = make_algorithm(config.algorithm)
         self.iteration = 0
         self.state: TrainState | None = None
         self._last_saved: Path | None = None
+        self._watch = ValidRateWatch(config.trainer.valid_rate_warning,
+                                     config.trainer.valid_rate_patience)
 
     # ------------------------------------------------------------------ setup
     def setup(self, resume: bool = False) -> TrainState:
@@ -361,6 +362,8 @@ class SpiceTrainer:
             if bad := nonfinite(metrics):  # reported, never dropped unsaid
                 record["nonfinite"] = bad
             append_jsonl(self.run.metrics_file, [record])
+            if warning := self._watch.check(self.iteration, metrics):
+                self.fabric.print(warning)
             self.fabric.log_dict(finite(metrics), step=self.iteration)
 
     # ------------------------------------------------------------------ one iteration

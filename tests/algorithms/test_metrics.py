@@ -6,7 +6,16 @@ import json
 import time
 from pathlib import Path
 
-from algorithms.metrics import METRICS, PLOTTED, PROGRESS, SUMMARY, Progress, Timer, describe
+from algorithms.metrics import (
+    METRICS,
+    PLOTTED,
+    PROGRESS,
+    SUMMARY,
+    Progress,
+    Timer,
+    ValidRateWatch,
+    describe,
+)
 
 RECORD = Path(__file__).parent / "data" / "golden_runs.json"
 
@@ -46,3 +55,33 @@ def test_the_timer_splits_the_rollout_into_generation_and_verification() -> None
     totals = timer.totals()
     assert "rollout" not in totals and totals["verify"] > 0 and totals["generate"] > 0
     assert totals["iteration"] >= totals["verify"] + totals["generate"]
+
+
+def test_a_valid_rate_that_stays_low_is_warned_about_once_per_stretch() -> None:
+    watch = ValidRateWatch(0.1, 3)
+    low = {"challenger/valid_rate": 0.02, "challenger/invalid/no_json": 0.9,
+           "challenger/invalid/too_long": 0.08, "challenger/invalid/bad_json": 0.0}
+    said = [watch.check(i, low) for i in (1, 2, 3, 4, 5)]
+    assert said[:2] == [None, None] and said[3:] == [None, None]
+    assert said[2] is not None and "under 10% for 3 iterations" in said[2]
+    assert "iteration 3" in said[2] and "no_json 90%, too_long 8%" in said[2]
+    assert "bad_json" not in said[2]
+    assert watch.check(6, {"eval/heldout/accuracy": 0.5}) is None  # no rollouts: no change
+    assert watch.check(7, {"challenger/valid_rate": 0.5}) is None  # recovered: a new stretch
+    assert [watch.check(i, low) for i in (8, 9, 10)][-1] is not None
+    never = ValidRateWatch(0.0, 1)
+    assert never.check(1, {"challenger/valid_rate": 0.0}) is None
+
+
+def test_the_curves_show_invalid_outputs_by_reason(tmp_path: Path) -> None:
+    from algorithms.runlog import invalid_reasons, plot_curves
+
+    history = [{"iteration": i, "challenger/valid_rate": 0.5 - 0.1 * i,
+                "challenger/invalid/no_json": 0.1 * i, "challenger/invalid/bad_json": 0.0,
+                "challenger/invalid/too_long": 0.05} for i in range(1, 5)]
+    assert invalid_reasons(history) == ["no_json", "too_long"]  # never above 0: left out
+    assert invalid_reasons(history, most=1) == ["no_json"]
+    path = plot_curves(history, tmp_path)
+    assert path is not None and path.stat().st_size > 0
+    only_reasons = [{"iteration": 1, "challenger/invalid/no_json": 1.0}]
+    assert plot_curves(only_reasons, tmp_path / "alone") is not None
