@@ -43,12 +43,14 @@ def test_metrics_that_must_be_numbers_are_named_when_they_are_not() -> None:
 def test_the_trainer_lists_non_finite_metrics_in_metrics_jsonl(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
+    from algorithms.metrics import ValidRateWatch
     from algorithms.run_folder import RunFolder
     from algorithms.trainer import SpiceTrainer
 
     logged: list[dict[str, float]] = []
     fabric = SimpleNamespace(global_rank=0, log_dict=lambda values, step: logged.append(values))
-    trainer = SimpleNamespace(fabric=fabric, run=RunFolder(tmp_path), iteration=4)
+    trainer = SimpleNamespace(fabric=fabric, run=RunFolder(tmp_path), iteration=4,
+                              _watch=ValidRateWatch(0.05, 5))
     SpiceTrainer._log(trainer, {"train/lr": 1e-6, "train/loss": float("nan"),  # type: ignore
                                 "train/grad_norm": 2.0})
     (record,) = read_jsonl(tmp_path / "metrics.jsonl")
