@@ -2,7 +2,8 @@
 
 * :class:`OracleChallenger` writes a valid task from the document in its observation (a
   fill-in-the-blank about a number or a word of the document), in the format the prompt asks
-  for (JSON for the ``paper`` style, tags for ``compact``).
+  for (JSON for the ``paper`` style, tags for ``compact``); at a task-type selector step it judges
+  both formats suitable.
 * :class:`NoisyReasoner` answers right with probability ``p_correct``. It reads the gold answer
   from an :class:`AnswerKey` shared with the oracle, or from ``info["task"]`` — a test double
   that looks at what a real Reasoner never sees.
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from spice_env.selector import SELECTOR_FORMAT
 from spice_env.tasks import (
     LETTERS,
     Task,
@@ -58,7 +60,12 @@ class OracleChallenger:
         self.answer_key = answer_key if answer_key is not None else AnswerKey()
 
     def act(self, observation: Observation, info: Mapping[str, Any] | None = None) -> str:
-        """One Challenger output for a challenger observation."""
+        """One Challenger output for a challenger observation (a selector step included)."""
+        if observation.get("task_format") == SELECTOR_FORMAT:
+            if observation.get("assistant_prefix") == "<mcq>":  # compact: the tag is prefilled
+                return "yes</mcq><free_form>yes</free_form><answer_type>integer</answer_type>"
+            return json.dumps({"suitable_for_mcq": True, "suitable_for_free_form": True,
+                               "best_answer_type": "integer", "reason": "facts and numbers"})
         task_format: TaskFormat = "mcq" if observation.get("task_format") == "mcq" else "free_form"
         question, answer, answer_type, distractors = self._fact(str(observation.get("document")
                                                                     or ""))

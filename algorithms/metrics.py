@@ -160,9 +160,11 @@ def light(rollout: IterationRollout) -> IterationRollout:
         attempts = [replace(a, sample=a.text, answers=[ReasonerAnswer(r.text, r.verdict, r.reward)
                                                        for r in a.answers])
                     for a in document.attempts]
+        turn = document.selection
         documents.append(DocumentRollout(document.document, document.task_format,
                                          observation("done"),
-                                         attempts, document.reasoner_choice, None))
+                                         attempts, document.reasoner_choice, None,
+                                         replace(turn, sample=turn.text) if turn else None))
     return IterationRollout(documents)
 
 

@@ -3,7 +3,8 @@
 :func:`collect_samples` walks an :class:`spice_env.runner.IterationRollout` and returns one
 :class:`TrainingSample` per trainable completion, grouped as in the paper: the Challenger's G kept
 attempts on a document form one group; the G answers to the document's chosen question form one
-Reasoner group. Samples without token ids (plain strings, or a remote server's chat answers)
+Reasoner group; with the task-type selector, the selector steps of all documents form one more
+Challenger group. Samples without token ids (plain strings, or a remote server's chat answers)
 cannot be trained on and are counted instead.
 
 :func:`assign_advantages` runs the algorithm's advantage estimator per role and reports how many
@@ -75,18 +76,26 @@ def collect_samples(rollout: Any, roles: Literal["both", "challenger", "reasoner
             groups.append(("reasoner", [(a.sample, float(a.reward))
                                         for a in document.reasoner_group]))
         for role, members in groups:
-            if not members:
-                continue
-            for sample, reward in members:
-                if not trainable(sample):
-                    out.untrainable += 1
-                    continue
-                out.samples.append(TrainingSample(
-                    role=role, group=group, prompt_ids=tuple(sample.prompt_ids),
-                    completion_ids=tuple(sample.completion_ids),
-                    old_logprobs=tuple(sample.logprobs), reward=reward))
-            group += 1
+            group += _add_group(out, role, group, members)
+    if roles in ("both", "challenger"):  # selector steps: one group across the documents
+        _add_group(out, "challenger", group, [
+            (d.selection.sample, float(d.selection.reward)) for d in rollout.documents
+            if getattr(d, "selection", None) is not None and d.selection.reward is not None])
     return out
+
+
+def _add_group(out: CollectedSamples, role: Role, group: int,
+               members: Sequence[tuple[Any, float]]) -> int:
+    """Add one group's trainable samples to ``out``; 1 if the group had members, else 0."""
+    for sample, reward in members:
+        if not trainable(sample):
+            out.untrainable += 1
+            continue
+        out.samples.append(TrainingSample(
+            role=role, group=group, prompt_ids=tuple(sample.prompt_ids),
+            completion_ids=tuple(sample.completion_ids),
+            old_logprobs=tuple(sample.logprobs), reward=reward))
+    return 1 if members else 0
 
 
 @dataclass(frozen=True)

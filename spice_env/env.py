@@ -11,6 +11,13 @@ One episode is one document:
    reward is the Challenger's reward (the variance reward by default); ``info["rewards"]`` holds
    both roles' rewards: ``{"challenger": float, "reasoner": [G floats]}``.
 
+With ``format_choice="selector"`` the episode starts one step earlier: ``reset()`` returns the
+task-type selector's observation (``task_format`` ``"select"``), and ``step(selector_text)``
+returns the Challenger's observation for the format it picked, or ends the episode with reward
+``rho`` for an invalid choice (``info["invalid_reason"]`` from
+:data:`~spice_env.selector.SELECTOR_REASONS`). ``rho`` follows ``game.rho_schedule`` at
+:attr:`SpiceCorpusEnv.iteration` (set it from your training loop).
+
 Observations are :class:`~spice_env.types.Observation` dicts, the same for both roles (every key
 always present; the observation space is derived from that type).
 """
@@ -57,8 +64,8 @@ class SpiceCorpusEnv(gym.Env[Observation, Any]):
         max_tokens: segment length used when loading ``corpus`` from a spec.
         tokenizer: count segment tokens with this tokenizer (``encode``) instead of estimating.
         **settings: the fields of :class:`~spice_env.game.GameConfig` — ``group_size``,
-            ``challenger_reward``, ``rho``, ``task_formats``, ``prompt_style``, ``grounding``,
-            ``reasoner_format_weight``.
+            ``challenger_reward``, ``rho``, ``rho_schedule``, ``task_formats``, ``prompt_style``,
+            ``grounding``, ``reasoner_format_weight``, ``format_choice``, ``label_source``.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012
@@ -88,7 +95,10 @@ class SpiceCorpusEnv(gym.Env[Observation, Any]):
         self._format: TaskFormat = "free_form"
         self._task: Task | None = None
         self._phase = "done"
+        self._selecting = False
         self._last_info: dict[str, Any] = {}
+        self.iteration = 0
+        """The training iteration, for ``rho_schedule`` (0 unless you set it)."""
 
     @property
     def phase(self) -> str:
@@ -100,29 +110,58 @@ class SpiceCorpusEnv(gym.Env[Observation, Any]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[Observation, dict[str, Any]]:
         """Sample a document (``options={"document": Document}`` to choose one) and return the
-        Challenger's observation."""
+        Challenger's observation (the selector's with ``format_choice="selector"``, unless
+        ``options={"task_format": ...}`` names the format)."""
         super().reset(seed=seed)
         if seed is not None:  # an independent stream from the one choosing task formats
             self.sampler.reseed([seed, 1])
         options = options or {}
         chosen = options.get("document")
         self._document = chosen if isinstance(chosen, Document) else self.sampler.sample(1)[0]
-        self._format = options.get("task_format") or self.game.choose_format(self.np_random)
+        given = options.get("task_format")
+        self._selecting = given is None and self.config.format_choice == "selector"
+        self._format = given or self.game.choose_format(self.np_random)
         self._task = None
         self._phase = "challenger"
-        obs = self.game.challenger_observation(self._document, self._format)
+        if self._selecting:
+            obs = self.game.selector_observation(self._document)
+        else:
+            obs = self.game.challenger_observation(self._document, self._format)
         info = {"document_id": self._document.id, "source": self._document.source,
-                "task_format": self._format}
+                "task_format": obs["task_format"]}
         self._last_info = info
         return obs, info
 
     def step(self, action: Any) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
         """Play the Challenger's text, then the Reasoner's G texts (see the module docstring)."""
+        if self._phase == "challenger" and self._selecting:
+            return self._selector_step(action)
         if self._phase == "challenger":
             return self._challenger_step(action)
         if self._phase == "reasoner":
             return self._reasoner_step(action)
         raise RuntimeError("the episode has ended; call reset() before step()")
+
+    def _selector_step(self, action: Any
+                       ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+        if not isinstance(action, str):
+            raise TypeError(f"the selector step takes one string, got {type(action).__name__}")
+        assert self._document is not None
+        result, task_format = self.game.select(action, self.np_random)
+        info: dict[str, Any] = {"document_id": self._document.id, "selection": result.selection,
+                                "invalid_reason": result.reason, "detail": result.detail,
+                                "task_format": task_format}
+        self._selecting = False
+        if task_format is None:
+            rho = self.config.rho_at(self.iteration)
+            self._phase = "done"
+            info.update(rewards={"challenger": rho, "reasoner": []}, pass_rate=None)
+            self._last_info = info
+            return observation("done"), rho, True, False, info
+        self._format = task_format
+        self._last_info = info
+        return (self.game.challenger_observation(self._document, task_format), 0.0, False, False,
+                info)
 
     def _challenger_step(self, action: Any
                          ) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
@@ -133,10 +172,11 @@ class SpiceCorpusEnv(gym.Env[Observation, Any]):
         info: dict[str, Any] = {"document_id": self._document.id, "task": parsed.task,
                                 "invalid_reason": parsed.reason, "detail": parsed.detail}
         if parsed.task is None:
+            rho = self.config.rho_at(self.iteration)
             self._phase = "done"
-            info.update(rewards={"challenger": self.config.rho, "reasoner": []}, pass_rate=None)
+            info.update(rewards={"challenger": rho, "reasoner": []}, pass_rate=None)
             self._last_info = info
-            return observation("done"), self.config.rho, True, False, info
+            return observation("done"), rho, True, False, info
         self._task = parsed.task
         self._phase = "reasoner"
         self._last_info = info
@@ -153,7 +193,7 @@ class SpiceCorpusEnv(gym.Env[Observation, Any]):
             "rewards": {"challenger": scored.challenger_reward,
                         "reasoner": list(scored.reasoner_rewards)},
             "pass_rate": scored.pass_rate, "correct": list(scored.correct),
-            "verdicts": list(scored.verdicts),
+            "verdicts": list(scored.verdicts), "majority": scored.majority,
         }
         self._last_info = info
         return observation("done"), scored.challenger_reward, True, False, info

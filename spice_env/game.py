@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
 
 from spice_env.corpus import Document
+from spice_env.labels import majority_labels
 from spice_env.prompting import (
     PromptStyle,
     RenderedPrompt,
     challenger_prefix,
     challenger_prompt,
     reasoner_prompt,
+    selector_prefix,
+    selector_prompt,
 )
 from spice_env.rewards import (
     DEFAULT_RHO,
@@ -24,6 +28,12 @@ from spice_env.rewards import (
     checked_reward,
     get_challenger_reward,
     reasoner_reward,
+)
+from spice_env.selector import (
+    SELECTOR_FORMAT,
+    SelectionResult,
+    chosen_format,
+    parse_task_type_selection,
 )
 from spice_env.tasks import ParseResult, Task, parse_challenger_output
 from spice_env.types import Observation, TaskFormat, Turn
@@ -46,6 +56,11 @@ class GameConfig(BaseModel):
     )
     rho: float = Field(default=DEFAULT_RHO, description="The Challenger's reward for an invalid "
                        "question (the paper's -0.1).")
+    rho_schedule: tuple[tuple[NonNegativeInt, float], ...] = Field(
+        default=(), description="ρ by iteration instead of the constant `rho`: `(iteration, ρ)` "
+        "points, iterations increasing, linear in between and constant beyond the ends "
+        "(e.g. `[[0, 0.0], [50, -0.1]]` phases the penalty in); `rho` must then be left at its "
+        "default. Empty: `rho` throughout.")
     task_formats: TaskFormats = Field(
         default="both", description="Which task formats the Challenger is asked for: `mcq`, "
         "`free_form`, or `both` (one of the two at random per document).")
@@ -57,12 +72,50 @@ class GameConfig(BaseModel):
         "ungrounded ablation (the Challenger writes from its own knowledge).")
     reasoner_format_weight: float = Field(
         default=0.0, ge=0, description="Extra Reasoner reward for a boxed answer (0 in the paper).")
+    format_choice: Literal["random", "selector"] = Field(
+        default="random", description="How a document's task format is picked: `random` (per "
+        "`task_formats`), or `selector`: the paper's Step 0, a Challenger turn that reads the "
+        "document and judges which formats it supports; an invalid choice earns ρ.")
+    label_source: Literal["gold", "majority"] = Field(
+        default="gold", description="What the Reasoner's answers are judged against: the "
+        "Challenger's `gold` answer (SPICE), or the `majority` of the G answers (R-Zero: no gold; "
+        "equivalence by the verifier, ties to the first answer).")
+    repetition_penalty: bool = Field(
+        default=False, description="R-Zero's repetition penalty: the valid questions of an "
+        "iteration are clustered by BLEU similarity and each Challenger reward is reduced by "
+        "its cluster's size over the number of Challenger outputs scored (runner only).")
 
     @field_validator("challenger_reward")
     @classmethod
     def _known_reward(cls, value: str | ChallengerReward) -> str | ChallengerReward:
         get_challenger_reward(value)  # raises with the list of valid names
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GameConfig:
+        if self.format_choice == "selector" and (self.task_formats != "both"
+                                                 or not self.grounding):
+            raise ValueError("format_choice='selector' reads the document to choose between "
+                             "both formats: it needs task_formats='both' and grounding=True")
+        points = [i for i, _ in self.rho_schedule]
+        if any(b <= a for a, b in pairwise(points)):
+            raise ValueError(f"rho_schedule iterations must increase, got {points}")
+        if self.rho_schedule and self.rho != DEFAULT_RHO:
+            raise ValueError(f"rho={self.rho} and a rho_schedule: give one (a schedule sets ρ "
+                             "throughout)")
+        return self
+
+    def rho_at(self, iteration: int) -> float:
+        """ρ at ``iteration`` (0-based): ``rho``, or the schedule's value there."""
+        points = self.rho_schedule
+        if not points:
+            return self.rho
+        if iteration <= points[0][0]:
+            return float(points[0][1])
+        for (start, low), (end, high) in pairwise(points):
+            if iteration <= end:
+                return float(low + (high - low) * (iteration - start) / (end - start))
+        return float(points[-1][1])
 
 
 @dataclass(frozen=True)
@@ -74,6 +127,10 @@ class ReasonerOutcome:
     pass_rate: float
     challenger_reward: float
     reasoner_rewards: tuple[float, ...]
+    majority: str | None = None
+    """The majority answer, when the answers are judged against it (``label_source="majority"``);
+    ``correct`` then says which answers agree with it, and ``verdicts`` still compare each answer
+    with the Challenger's gold answer."""
 
 
 class SpiceGame:
@@ -89,6 +146,24 @@ class SpiceGame:
         if self.config.task_formats == "both":
             return "mcq" if rng.random() < 0.5 else "free_form"
         return self.config.task_formats
+
+    def selector_observation(self, document: Document) -> Observation:
+        """The observation of the selector step (``format_choice="selector"``): the document and
+        the task-type selector's prompt; its ``task_format`` is ``select``."""
+        rendered = selector_prompt(document.text, self.config.prompt_style)
+        return observation("challenger", rendered, document_id=document.id,
+                           task_format=SELECTOR_FORMAT, document=document.text)
+
+    def select(self, text: Any, rng: np.random.Generator
+               ) -> tuple[SelectionResult, TaskFormat | None]:
+        """Parse a selector output (its prefilled prefix put back first) and the task format it
+        picks; None for an invalid choice (see :mod:`spice_env.selector`)."""
+        prefix = selector_prefix(self.config.prompt_style)
+        if isinstance(text, str) and text.strip() and prefix and not text.lstrip().startswith(
+                prefix):
+            text = prefix + text
+        result = parse_task_type_selection(text)
+        return result, chosen_format(result, rng)
 
     def challenger_rendered(self, document: Document, task_format: TaskFormat) -> RenderedPrompt:
         """The Challenger's prompt for ``document`` (no document when ungrounded)."""
@@ -125,22 +200,38 @@ class SpiceGame:
 
     def score(self, task: Task, answers: Sequence[str]) -> ReasonerOutcome:
         """Verify the G answers and compute both roles' rewards."""
-        verdicts = self.verifier.verify_many([(task, a) for a in answers])
-        return self.outcome(verdicts)
+        return self.score_many([(task, answers)])[0]
 
-    def outcome(self, verdicts: Sequence[Verdict]) -> ReasonerOutcome:
-        """Rewards from verdicts already computed."""
-        correct = tuple(v.correct for v in verdicts)
+    def score_many(self, questions: Sequence[tuple[Task, Sequence[str]]]
+                   ) -> list[ReasonerOutcome]:
+        """:meth:`score` for many questions, every verification in one batch."""
+        pairs = [(task, answer) for task, answers in questions for answer in answers]
+        flat = self.verifier.verify_many(pairs)
+        grouped, start = [], 0
+        for task, answers in questions:
+            grouped.append((task, flat[start:start + len(answers)]))
+            start += len(answers)
+        if self.config.label_source == "gold":
+            return [self.outcome(verdicts) for _, verdicts in grouped]
+        labels = majority_labels(self.verifier, grouped)
+        return [self.outcome(verdicts, label.correct, label.majority)
+                for (_, verdicts), label in zip(grouped, labels, strict=True)]
+
+    def outcome(self, verdicts: Sequence[Verdict], labels: Sequence[bool] | None = None,
+                majority: str | None = None) -> ReasonerOutcome:
+        """Rewards from verdicts already computed (against the gold answer), or from ``labels``
+        (e.g. agreement with the ``majority`` answer) when given."""
+        correct = tuple(v.correct for v in verdicts) if labels is None else tuple(labels)
         rewards = tuple(
-            reasoner_reward(v.correct, well_formed=v.outcome != "no_answer",
+            reasoner_reward(ok, well_formed=v.outcome != "no_answer",
                             format_weight=self.config.reasoner_format_weight)
-            for v in verdicts
+            for v, ok in zip(verdicts, correct, strict=True)
         )
         return ReasonerOutcome(
             verdicts=tuple(verdicts), correct=correct,
             pass_rate=sum(correct) / len(correct),
             challenger_reward=checked_reward(self.reward_fn, correct),
-            reasoner_rewards=rewards,
+            reasoner_rewards=rewards, majority=majority,
         )
 
 

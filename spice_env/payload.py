@@ -87,7 +87,9 @@ def _objects_in(text: str) -> list[dict[str, Any]]:
     return found
 
 
-def _tag(text: str, name: str, implicit_open: bool = False) -> str | None:
+def tag(text: str, name: str, implicit_open: bool = False) -> str | None:
+    """The text inside ``<name>…</name>`` (tags matched case-insensitively), or None; with
+    ``implicit_open`` a missing opening tag counts as prefilled: the text before the closing tag."""
     lower = text.lower()
     opening, closing = f"<{name}>", f"</{name}>"
     start = lower.find(opening)
@@ -103,8 +105,8 @@ def _tag(text: str, name: str, implicit_open: bool = False) -> str | None:
 
 
 def from_tags(text: str) -> dict[str, Any] | None:
-    question = _tag(text, "question", implicit_open=True)
-    answer = _tag(text, "answer")
+    question = tag(text, "question", implicit_open=True)
+    answer = tag(text, "answer")
     if question is None and answer is None:
         return None
     payload: dict[str, Any] = {}
@@ -113,7 +115,7 @@ def from_tags(text: str) -> dict[str, Any] | None:
     if answer is not None:
         payload["answer"] = answer
     for name in ("answer_type", "options"):
-        value = _tag(text, name)
+        value = tag(text, name)
         if value is not None:
             payload[name] = value
     if "answer_type" not in payload:

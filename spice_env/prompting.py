@@ -105,10 +105,17 @@ def reasoner_prompt(question: str, style: PromptStyle = "paper") -> RenderedProm
     return RenderedPrompt(({"role": "user", "content": body},), "")
 
 
-def selector_prompt(document: str) -> RenderedPrompt:
-    """The task-type selector's prompt (the paper's optional first step)."""
-    return RenderedPrompt(({"role": "user", "content": fill(template("paper_selector"),
-                                                            document=document)},), "")
+def selector_prompt(document: str, style: PromptStyle = "paper") -> RenderedPrompt:
+    """The task-type selector's prompt (the paper's optional first step): JSON in the ``paper``
+    style, tags with the assistant turn prefilled with ``<mcq>`` in the ``compact`` style."""
+    _check_style(style)
+    body = fill(template(f"{style}_selector"), document=document)
+    return RenderedPrompt(({"role": "user", "content": body},), selector_prefix(style))
+
+
+def selector_prefix(style: PromptStyle) -> str:
+    """The text the selector's assistant turn is prefilled with in ``style``."""
+    return "<mcq>" if style == "compact" else ""
 
 
 def plain_text(messages: tuple[Message, ...] | list[Message], assistant_prefix: str = "") -> str:

@@ -30,6 +30,8 @@ from spice_env.corpus import (
     load_corpus,
 )
 from spice_env.game import GameConfig, SpiceGame
+from spice_env.repetition import repetition_penalties
+from spice_env.selector import SelectionResult
 from spice_env.tasks import ParseResult, Task
 from spice_env.types import Observation, TaskFormat
 from spice_env.verify import Verdict, Verifier
@@ -96,6 +98,8 @@ class ChallengerAttempt:
     reward: float | None = None
     pass_rate: float | None = None
     answers: list[ReasonerAnswer] = field(default_factory=list)
+    majority: str | None = None  # the majority answer, with game.label_source="majority"
+    repetition_penalty: float | None = None  # subtracted from reward (game.repetition_penalty)
 
     @property
     def text(self) -> str:
@@ -109,15 +113,33 @@ class ChallengerAttempt:
 
 
 @dataclass
+class SelectorTurn:
+    """The selector step of one document (``format_choice="selector"``) and its reward: ρ for an
+    invalid choice, else the mean reward of the document's kept attempts."""
+
+    sample: Sample
+    result: SelectionResult
+    task_format: TaskFormat | None
+    reward: float | None = None
+
+    @property
+    def text(self) -> str:
+        """The selector output's text."""
+        return sample_text(self.sample)
+
+
+@dataclass
 class DocumentRollout:
-    """Everything that happened to one document in an iteration."""
+    """Everything that happened to one document in an iteration (no attempts, and no task
+    format, after an invalid selector choice)."""
 
     document: Document
-    task_format: TaskFormat
+    task_format: TaskFormat | None
     challenger_observation: Observation
     attempts: list[ChallengerAttempt]
     reasoner_choice: int | None = None
     reasoner_observation: Observation | None = None
+    selection: SelectorTurn | None = None
 
     @property
     def kept(self) -> list[ChallengerAttempt]:
@@ -161,6 +183,18 @@ class IterationRollout:
             out[f"challenger/invalid/{reason}"] = count / max(1, len(attempts))
         for outcome, count in Counter(r.verdict.outcome for r in answers).items():
             out[f"verifier/{outcome}"] = count / max(1, len(answers))
+        penalties = [a.repetition_penalty for a in scored if a.repetition_penalty is not None]
+        if penalties:
+            out["challenger/repetition_penalty"] = _mean(penalties)
+        turns = [d.selection for d in self.documents if d.selection is not None]
+        if turns:
+            out["selector/valid_rate"] = _mean([t.task_format is not None for t in turns])
+            out["selector/mcq_share"] = _mean([t.task_format == "mcq" for t in turns
+                                               if t.task_format is not None])
+            out["selector/reward"] = _mean([t.reward for t in turns])
+            invalid = Counter(str(t.result.reason) for t in turns if t.task_format is None)
+            for why, count in invalid.items():
+                out[f"selector/invalid/{why}"] = count / len(turns)
         return out
 
 
@@ -209,54 +243,103 @@ class SpiceRunner:
         self._owns_verifier = verifier is None
         self.verifier = verifier or Verifier()
         self.game = SpiceGame(self.config, self.verifier)
+        self.iteration = 0  # iterations run, for game.rho_schedule
+
+    @property
+    def rho(self) -> float:
+        """ρ of the next iteration (``game.rho``, or its ``rho_schedule`` value)."""
+        return self.config.rho_at(self.iteration)
 
     def run(self, challenger: GenerateFn, reasoner: GenerateFn | None = None) -> IterationRollout:
         """One iteration's rollouts. ``reasoner`` defaults to ``challenger`` (shared weights)."""
         reasoner = reasoner or challenger
         documents = self.sampler.sample(self.batch_size)
-        rollouts = self._challenger_phase(documents, challenger)
-        self._reasoner_phase(rollouts, reasoner)
+        rho = self.rho
+        formats: list[TaskFormat | None]
+        turns: list[SelectorTurn | None] = [None] * len(documents)
+        if self.config.format_choice == "selector":
+            turns = list(self._selector_phase(documents, challenger, rho))
+            formats = [t.task_format if t else None for t in turns]
+        else:
+            formats = [self.game.choose_format(self.rng) for _ in documents]
+        rollouts = self._challenger_phase(documents, formats, challenger)
+        for rollout, turn in zip(rollouts, turns, strict=True):
+            rollout.selection = turn
+        self._reasoner_phase(rollouts, reasoner, rho)
+        self.iteration += 1
         return IterationRollout(rollouts)
 
-    def _challenger_phase(self, documents: list[Document], challenger: GenerateFn
-                          ) -> list[DocumentRollout]:
-        formats = [self.game.choose_format(self.rng) for _ in documents]
-        observations = [self.game.challenger_observation(d, f)
-                        for d, f in zip(documents, formats, strict=True)]
-        samples = _checked(challenger(observations, self.attempts), len(observations),
-                           self.attempts, "challenger")
+    def _selector_phase(self, documents: list[Document], challenger: GenerateFn, rho: float
+                        ) -> list[SelectorTurn]:
+        observations = [self.game.selector_observation(d) for d in documents]
+        samples = _checked(challenger(observations, 1), len(observations), 1, "selector")
+        turns = []
+        for outs in samples:
+            result, task_format = self.game.select(sample_text(outs[0]), self.rng)
+            turns.append(SelectorTurn(outs[0], result, task_format,
+                                      reward=rho if task_format is None else None))
+        return turns
+
+    def _challenger_phase(self, documents: list[Document], formats: list[TaskFormat | None],
+                          challenger: GenerateFn) -> list[DocumentRollout]:
+        asked = [(d, f) for d, f in zip(documents, formats, strict=True) if f is not None]
+        observations = [self.game.challenger_observation(d, f) for d, f in asked]
+        samples = iter(_checked(challenger(observations, self.attempts), len(observations),
+                                self.attempts, "challenger") if observations else [])
+        obs_of = iter(observations)
         rollouts = []
-        for document, fmt, obs, outs in zip(documents, formats, observations, samples,
-                                            strict=True):
+        for document, fmt in zip(documents, formats, strict=True):
+            if fmt is None:  # an invalid selector choice: no question for this document
+                rollouts.append(DocumentRollout(document, None,
+                                                self.game.selector_observation(document), []))
+                continue
             attempts = [ChallengerAttempt(s, self.game.parse(sample_text(s), document, fmt))
-                        for s in outs]
+                        for s in next(samples)]
             for index in ratio_preserving_subsample([a.parse.valid for a in attempts],
                                                     self.config.group_size, self.rng):
                 attempts[index].kept = True
-            rollouts.append(DocumentRollout(document, fmt, obs, attempts))
+            rollouts.append(DocumentRollout(document, fmt, next(obs_of), attempts))
         return rollouts
 
-    def _reasoner_phase(self, rollouts: list[DocumentRollout], reasoner: GenerateFn) -> None:
+    def _reasoner_phase(self, rollouts: list[DocumentRollout], reasoner: GenerateFn,
+                        rho: float) -> None:
         questions = [(d, a) for d in rollouts for a in d.kept if a.task is not None]
         for d in rollouts:
             for a in d.kept:
                 if a.task is None:
-                    a.reward = self.config.rho
-        if not questions:
-            return
+                    a.reward = rho
+        if questions:
+            self._answer(questions, reasoner)
+            if self.config.repetition_penalty:
+                scored = sum(len(d.kept) for d in rollouts)
+                tasks = [a.task for _, a in questions if a.task is not None]
+                for (_, attempt), penalty in zip(questions, repetition_penalties(
+                        [t.reasoner_question() for t in tasks], scored), strict=True):
+                    attempt.repetition_penalty = penalty
+                    attempt.reward = (attempt.reward or 0.0) - penalty
+        for d in rollouts:
+            if d.selection is not None and d.selection.task_format is not None:
+                rewards = [a.reward for a in d.kept if a.reward is not None]
+                d.selection.reward = sum(rewards) / len(rewards) if rewards else rho
+
+    def _answer(self, questions: list[tuple[DocumentRollout, ChallengerAttempt]],
+                reasoner: GenerateFn) -> None:
         g = self.config.group_size
         observations = [self.game.reasoner_observation(a.task) for _, a in questions if a.task]
         samples = _checked(reasoner(observations, g), len(observations), g, "reasoner")
-        pairs = [(a.task, sample_text(s)) for (_, a), outs in zip(questions, samples, strict=True)
-                 for s in outs if a.task is not None]
-        verdicts = self.verifier.verify_many(pairs)
-        for q, ((_, attempt), outs) in enumerate(zip(questions, samples, strict=True)):
-            scored = self.game.outcome(verdicts[q * g : (q + 1) * g])
+        scores = self.game.score_many([(a.task, [sample_text(s) for s in outs])
+                                       for (_, a), outs in zip(questions, samples, strict=True)
+                                       if a.task is not None])
+        for scored, ((_, attempt), outs) in zip(scores, zip(questions, samples, strict=True),
+                                                strict=True):
             attempt.reward = scored.challenger_reward
             attempt.pass_rate = scored.pass_rate
             attempt.answers = [ReasonerAnswer(s, v, r) for s, v, r in
                                zip(outs, scored.verdicts, scored.reasoner_rewards, strict=True)]
-        for d in rollouts:
+            attempt.majority = scored.majority
+        for d, _ in questions:
+            if d.reasoner_choice is not None:
+                continue
             valid = [i for i, a in enumerate(d.attempts) if a.kept and a.task is not None]
             if valid:
                 d.reasoner_choice = int(self.rng.choice(valid))
@@ -266,12 +349,14 @@ class SpiceRunner:
 
     def state_dict(self) -> dict[str, Any]:
         """Sampler and sub-sampling RNG state, for resuming."""
-        return {"sampler": self.sampler.state_dict(), "rng": self.rng.bit_generator.state}
+        return {"sampler": self.sampler.state_dict(), "rng": self.rng.bit_generator.state,
+                "iteration": self.iteration}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved."""
         self.sampler.load_state_dict(state["sampler"])
         self.rng.bit_generator.state = state["rng"]
+        self.iteration = int(state.get("iteration", 0))
 
     def close(self) -> None:
         """Stop the verifier's workers if this runner created them."""

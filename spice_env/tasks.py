@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from spice_env.numeric import parse_float, parse_integer
-from spice_env.payload import find_json_object, from_tags, json_objects
+from spice_env.payload import from_tags, json_objects
 from spice_env.text import valid_unicode
 from spice_env.types import TaskFormat
 
@@ -450,60 +450,3 @@ def _parse_free_form(payload: Mapping[str, Any], requested: AnswerType | None
         return _reject(problem, f"{answer[:80]!r} is not a valid {final_type} answer")
     return Task(kind="free_form", question=checked, answer=answer,
                 answer_type=final_type)
-
-
-# --- the task-type selector ---------------------------------------------------------------------
-
-
-class TaskTypeSelection(BaseModel):
-    """The task-type selector's judgement of a document (the paper's optional first step)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    suitable_for_mcq: bool = Field(description="Whether the document supports a good MCQ.")
-    suitable_for_free_form: bool = Field(description="Whether it supports a free-form question.")
-    best_answer_type: AnswerType | None = Field(
-        default=None, description="The free-form answer type the document suits best."
-    )
-    reason: str = Field(default="", description="The selector's short justification.")
-
-
-class SelectionResult(BaseModel):
-    """The outcome of parsing a selector output."""
-
-    model_config = ConfigDict(frozen=True)
-
-    selection: TaskTypeSelection | None = None
-    reason: Reason | None = None
-    detail: str = ""
-
-
-def _as_bool(value: Any) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _BOOLEAN:
-        return value.strip().lower() in ("true", "yes")
-    return None
-
-
-def parse_task_type_selection(text: Any) -> SelectionResult:
-    """Parse the selector's JSON ``{suitable_for_mcq, suitable_for_free_form, best_answer_type,
-    reason}``; never raises on model output."""
-    if not isinstance(text, str) or not text.strip():
-        return SelectionResult(reason="empty", detail="the output is empty")
-    payload = find_json_object(text, required=("suitable_for_mcq",))
-    if payload is None:
-        return SelectionResult(reason="no_json", detail="no JSON object found")
-    mcq = _as_bool(payload.get("suitable_for_mcq"))
-    free = _as_bool(payload.get("suitable_for_free_form"))
-    if mcq is None or free is None:
-        return SelectionResult(reason="missing_field",
-                               detail="suitable_for_mcq / suitable_for_free_form must be booleans")
-    best = str(payload.get("best_answer_type") or "").strip().lower() or None
-    if best is not None and best not in get_args(AnswerType):
-        return SelectionResult(reason="bad_answer_type", detail=f"unknown answer type {best!r}")
-    return SelectionResult(selection=TaskTypeSelection(
-        suitable_for_mcq=mcq, suitable_for_free_form=free,
-        best_answer_type=best,
-        reason=str(payload.get("reason", ""))[:1000],
-    ))

@@ -47,13 +47,13 @@ from algorithms.run_folder import MARKER_FILE, RunFolder, resolve_checkpoint
 from algorithms.runlog import append_jsonl, read_jsonl, truncate_jsonl
 from spice_cli.main import main
 from spice_env.corpus import CorpusError, CorpusStats, load_corpus
+from spice_env.selector import SELECTOR_REASONS, parse_task_type_selection
 from spice_env.tasks import (
     MAX_OUTPUT_CHARS,
     REASONS,
     ParseResult,
     Task,
     parse_challenger_output,
-    parse_task_type_selection,
 )
 from spice_env.text import valid_unicode
 from spice_env.verify import OUTCOMES, Verifier
@@ -268,8 +268,8 @@ def test_the_challenger_parser_survives_hostile_output(output: Any, expected: st
                          ids=[str(p.id) for p in PARSER_CASES])
 def test_the_task_type_selector_parser_survives_hostile_output(output: Any) -> None:
     result = parse_task_type_selection(output)
-    if result.selection is None:
-        assert result.reason in REASONS and result.detail.strip()
+    if not result.valid:
+        assert result.reason in SELECTOR_REASONS and result.detail.strip()
 
 
 # --- 2. the verifier ------------------------------------------------------------------------------

@@ -361,3 +361,22 @@ def test_skipping_zero_advantage_samples_leaves_the_step_unchanged(tiny_folder: 
     assert after[0].keys() == after[1].keys()
     for name, tensor in after[0].items():
         torch.testing.assert_close(tensor, after[1][name], rtol=0, atol=1e-7)
+
+
+def test_selector_majority_labels_and_a_rho_schedule_train(tiny_folder: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "selector"
+    config = tiny_config(tiny_folder, out, game={
+        "group_size": 2, "format_choice": "selector", "label_source": "majority",
+        "repetition_penalty": True, "rho_schedule": [[0, 0.0], [1, -0.3]]})
+    summary = train(config, agent_wrapper=ScriptedTextAgent)
+    assert summary.iterations == 2
+    for record in summary.history:
+        assert math.isfinite(record["train/loss"])
+        assert 0.0 <= record["selector/valid_rate"] <= 1.0
+    rollouts = read_jsonl(out / "rollouts.jsonl")
+    assert all("selector" in r and "output" in r["selector"] for r in rollouts)
+    invalid = [r["selector"]["reward"] for r in rollouts if not r["selector"]["valid"]]
+    assert invalid and set(invalid) <= {0.0, -0.3}  # ρ of iteration 1, then of iteration 2
+    scored = [a for r in rollouts for a in r["attempts"] if a["pass_rate"] is not None]
+    assert scored and all(a["majority"] is not None or a["pass_rate"] == 0.0 for a in scored)

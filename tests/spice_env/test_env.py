@@ -190,3 +190,55 @@ def test_a_tokenizer_sets_the_segment_length(verifier: Verifier) -> None:
     env = make(verifier, corpus=corpus, max_tokens=120, tokenizer=Characters())
     assert all(len(d.text) <= 120 for d in env.unwrapped.corpus)  # type: ignore[attr-defined]
     assert len(env.unwrapped.corpus) > 1  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("style", ["paper", "compact"])
+def test_selector_step_through_gym_make(verifier: Verifier, style: str) -> None:
+    env = make(verifier, format_choice="selector", prompt_style=style)
+    challenger, reasoner = OracleChallenger(0), NoisyReasoner(0.5, 0)
+    formats = set()
+    for seed in range(8):
+        obs, info = env.reset(seed=seed)
+        assert obs["role"] == "challenger" and obs["task_format"] == info["task_format"] == "select"
+        assert obs["document"] in obs["prompt"]
+        obs, reward, terminated, _, info = env.step(challenger.act(obs))
+        assert (reward, terminated) == (0.0, False), info
+        assert obs["role"] == "challenger" and obs["task_format"] == info["task_format"]
+        assert info["selection"].suitable_for_mcq and info["invalid_reason"] is None
+        formats.add(obs["task_format"])
+        obs, _, terminated, _, info = env.step(challenger.act(obs))
+        assert not terminated and obs["role"] == "reasoner"
+        _, reward, terminated, _, info = env.step(reasoner.act(obs, info, n=4))
+        assert terminated and reward == info["rewards"]["challenger"]
+    assert formats == {"mcq", "free_form"}  # both suitable: one of the two at random
+    env.close()
+
+
+def test_invalid_selector_choice_ends_the_episode_with_rho(verifier: Verifier) -> None:
+    env = make(verifier, format_choice="selector", rho_schedule=[[0, -0.5], [10, -1.0]])
+    env.reset(seed=0)
+    obs, reward, terminated, _, info = env.step("I would rather not say.")
+    assert terminated and reward == -0.5 and obs["role"] == "done"
+    assert info["invalid_reason"] == "no_json" and info["rewards"]["challenger"] == -0.5
+    env.unwrapped.iteration = 10  # type: ignore[attr-defined]
+    env.reset(seed=1)
+    _, reward, _, _, info = env.step('{"suitable_for_mcq": "no", "suitable_for_free_form": "no"}')
+    assert reward == -1.0 and info["invalid_reason"] == "no_suitable_format"
+    obs, _ = env.reset(seed=2, options={"task_format": "mcq"})  # a named format skips the step
+    assert obs["task_format"] == "mcq"
+    with pytest.raises(TypeError, match="selector step takes one string"):
+        env.reset(seed=3)
+        env.step(["a", "b"])
+    env.close()
+
+
+def test_majority_labels_through_gym_make(verifier: Verifier) -> None:
+    env = make(verifier, label_source="majority", task_formats="free_form",
+               challenger_reward="r_zero")
+    obs, _ = env.reset(seed=0)
+    obs, _, _, _, info = env.step(OracleChallenger(0).act(obs))
+    answers = ["\\boxed{424242}", "\\boxed{424242}", "\\boxed{17}", "no answer"]
+    _, reward, _, _, info = env.step(answers)
+    assert info["majority"] == "424242" and info["correct"] == [True, True, False, False]
+    assert info["rewards"]["reasoner"] == [1.0, 1.0, 0.0, 0.0] and reward == 1.0
+    env.close()

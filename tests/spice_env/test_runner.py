@@ -157,3 +157,115 @@ def test_the_runner_takes_a_game_config_and_a_loaded_corpus(verifier: Verifier) 
     assert {d.task_format for d in rollout.documents} == {"mcq"}
     with pytest.raises(TypeError, match="not both"):
         SpiceRunner(corpus, game=game, group_size=2, verifier=verifier)
+
+
+# --- the task-type selector, majority labels, ρ schedules, the repetition penalty -------------
+
+
+@pytest.mark.parametrize("style", ["paper", "compact"])
+def test_selector_step_picks_each_documents_format(verifier: Verifier, style: str) -> None:
+    key = AnswerKey()
+    oracle, reasoner = OracleChallenger(0, key), NoisyReasoner(0.5, 0, key)
+    seen: list[str] = []
+
+    def challenger(observations: Sequence[dict[str, Any]], n: int) -> list[list[str]]:
+        seen.extend(obs["task_format"] for obs in observations)
+        out = []
+        for index, obs in enumerate(observations):
+            if obs["task_format"] != "select":
+                out.append([oracle.act(obs) for _ in range(n)])
+            elif index % 3 == 0:  # every third document: an invalid choice
+                out.append(['{"suitable_for_mcq": false, "suitable_for_free_form": false}'])
+            elif index % 3 == 1:
+                out.append(['{"suitable_for_mcq": true, "suitable_for_free_form": false}']
+                           if style == "paper" else ["yes</mcq><free_form>no</free_form>"])
+            else:
+                out.append([oracle.act(obs)])  # both suitable
+        return out
+
+    runner = SpiceRunner("embedded", batch_size=6, attempts=4, group_size=4, seed=1,
+                         verifier=verifier, format_choice="selector", prompt_style=style)
+    rollout = runner.run(challenger, reasoner.generate)
+    assert seen[:6] == ["select"] * 6 and len(seen) == 6 + 4  # 2 documents got no question
+    for index, doc in enumerate(rollout.documents):
+        assert doc.selection is not None
+        if index % 3 == 0:
+            assert doc.task_format is None and doc.attempts == []
+            assert doc.selection.reward == -0.1
+            assert doc.selection.result.reason == "no_suitable_format"
+        else:
+            assert doc.task_format == ("mcq" if index % 3 == 1 else doc.task_format)
+            kept = [a.reward for a in doc.kept if a.reward is not None]
+            assert doc.selection.reward == pytest.approx(sum(kept) / len(kept))
+    metrics = rollout.metrics()
+    assert metrics["selector/valid_rate"] == pytest.approx(4 / 6)
+    assert metrics["selector/invalid/no_suitable_format"] == pytest.approx(2 / 6)
+
+
+def test_an_invalid_selector_output_of_every_document(verifier: Verifier) -> None:
+    def challenger(observations: Sequence[dict[str, Any]], n: int) -> list[list[str]]:
+        return [[GARBAGE[i % len(GARBAGE)] for _ in range(n)] for i in range(len(observations))]
+
+    runner = SpiceRunner("embedded", batch_size=4, attempts=4, group_size=4, seed=0,
+                         verifier=verifier, format_choice="selector")
+    rollout = runner.run(challenger)
+    assert all(d.attempts == [] and d.selection and d.selection.reward == -0.1
+               for d in rollout.documents)
+    assert rollout.metrics()["selector/valid_rate"] == 0.0
+
+
+def test_majority_labels_replace_the_gold_answer(verifier: Verifier) -> None:
+    key = AnswerKey()
+    oracle = OracleChallenger(0, key)
+
+    def agree(observations: Sequence[dict[str, Any]], n: int) -> list[list[str]]:
+        return [["\\boxed{123456789}"] * (n - 1) + ["\\boxed{987654321}"] for _ in observations]
+
+    runner = SpiceRunner("embedded", batch_size=3, attempts=4, group_size=4, seed=0,
+                         verifier=verifier, label_source="majority", task_formats="free_form",
+                         challenger_reward="r_zero")
+    rollout = runner.run(oracle.generate, agree)
+    for doc in rollout.documents:
+        for attempt in doc.kept:
+            assert attempt.majority == "123456789" and attempt.pass_rate == 0.75
+            assert attempt.reward == pytest.approx(0.5)  # 1 - 2|0.75 - 0.5|
+            assert [a.reward for a in attempt.answers] == [1.0, 1.0, 1.0, 0.0]
+            assert not any(a.verdict.correct for a in attempt.answers)  # against the gold
+
+
+def test_rho_follows_its_schedule_and_resumes(verifier: Verifier) -> None:
+    def garbage(observations: Sequence[dict[str, Any]], n: int) -> list[list[str]]:
+        return [["not a question"] * n for _ in observations]
+
+    def make() -> SpiceRunner:
+        return SpiceRunner("embedded", batch_size=1, attempts=2, group_size=2, seed=0,
+                           verifier=verifier, rho_schedule=[[0, 0.0], [2, -0.2]])
+
+    runner = make()
+    rewards = [runner.run(garbage).documents[0].kept[0].reward for _ in range(2)]
+    assert rewards == [0.0, pytest.approx(-0.1)]
+    resumed = make()
+    resumed.load_state_dict(runner.state_dict())
+    assert resumed.rho == pytest.approx(-0.2)
+    assert resumed.run(garbage).documents[0].kept[0].reward == pytest.approx(-0.2)
+
+
+def test_repetition_penalty_lowers_repeated_questions(verifier: Verifier) -> None:
+    def same(observations: Sequence[dict[str, Any]], n: int) -> list[list[str]]:
+        text = '{"question": "What is 17 times 3?", "answer": "51", "answer_type": "integer"}'
+        return [[text] * n for _ in observations]
+
+    def half(observations: Sequence[dict[str, Any]], n: int) -> list[list[str]]:
+        return [["\\boxed{51}", "\\boxed{50}"] * (n // 2) for _ in observations]
+
+    plain = SpiceRunner("embedded", batch_size=2, attempts=2, group_size=2, seed=0,
+                        verifier=verifier, task_formats="free_form").run(same, half)
+    penalised = SpiceRunner("embedded", batch_size=2, attempts=2, group_size=2, seed=0,
+                            verifier=verifier, task_formats="free_form",
+                            repetition_penalty=True).run(same, half)
+    for before, after in zip(plain.documents, penalised.documents, strict=True):
+        for a, b in zip(before.kept, after.kept, strict=True):
+            assert b.repetition_penalty == 1.0  # all 4 questions in one cluster, 4 scored
+            assert b.reward == pytest.approx((a.reward or 0.0) - 1.0)
+    assert penalised.metrics()["challenger/repetition_penalty"] == 1.0
+    assert "challenger/repetition_penalty" not in plain.metrics()
