@@ -81,6 +81,9 @@ class SpiceCorpusEnv(gym.Env[Observation, Any]):
         **settings: Any,
     ) -> None:
         self.config = GameConfig(**settings)
+        if self.config.repetition_penalty:
+            raise ValueError("repetition_penalty compares the questions of a batch; one episode "
+                             "has one question: use spice_env.runner.SpiceRunner")
         if render_mode not in (None, "ansi"):
             raise ValueError(f"render_mode must be None or 'ansi', got {render_mode!r}")
         self.render_mode = render_mode

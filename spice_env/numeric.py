@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 
 def normalize_number_text(value: str) -> str:
@@ -106,6 +107,38 @@ def parse_float(value: str) -> float | None:
     return result if math.isfinite(result) else None
 
 
+
+
+_SCIENTIFIC = re.compile(
+    r"([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:(?:\\times|\\cdot|\*|×)\s*10\s*\^\s*\{?\s*([+-]?\d+)\s*\}?"
+    r"|[eE]([+-]?\d+))")
+_MAX_EXPONENT = 300  # a float holds the result
+
+
+def plain_scientific(value: str) -> str:
+    """A number in scientific notation (``3.54 \\times 10^{-7}``, ``3.54\\cdot10^{-7}``,
+    ``3.54*10^-7``, ``3.54e-07``) written out as a plain decimal (``0.000000354``); any other
+    text, or an exponent beyond ±300, is returned as it is."""
+    text = value.strip().strip("$").strip()
+    match = _SCIENTIFIC.fullmatch(text)
+    if match is None:
+        return value
+    exponent = int(match.group(2) or match.group(3))
+    if abs(exponent) > _MAX_EXPONENT:
+        return value
+    digits = Decimal(match.group(1)).scaleb(exponent)
+    out = format(digits, "f")
+    return out.rstrip("0").rstrip(".") if "." in out else out
+
+
+_DECIMAL_COMMA = re.compile(r"[+-]?\d+,(?:\d{1,2}|\d{4,})")
+
+
+def decimal_comma(value: str) -> str | None:
+    """``1000,99`` read with a decimal comma (``1000.99``): one comma not followed by a group of
+    exactly three digits (``1,000`` stays a thousand); None for anything else."""
+    text = value.strip().strip("$").strip()
+    return text.replace(",", ".") if _DECIMAL_COMMA.fullmatch(text) else None
 
 
 def _wraps_whole(text: str) -> bool:

@@ -19,7 +19,9 @@ boolean    yes/true vs no/false
 ========== =========================================================================================
 
 A percent is its value or its value in hundredths (``10\\%`` answers ``0.1`` and ``10``); a
-multi-part gold (``2, 5``) takes one box per part (``\\boxed{2}, \\boxed{5}``).
+multi-part gold (``2, 5``, or a set ``\\{2, 5\\}``) takes one box per part
+(``\\boxed{2}, \\boxed{5}``); scientific notation (``3.54 \\times 10^{-7}``, ``3.54e-07``) is
+read as the decimal it writes; a decimal comma (``1000,99``) answers a gold that is one number.
 
 Model output is never executed or evaluated. Every check ends in a :class:`Verdict` whose
 ``outcome`` tells *why*: ``correct``, ``wrong``, ``no_answer`` (no box), ``too_long`` (answer over
@@ -40,9 +42,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from spice_env.numeric import (
+    decimal_comma,
     normalize_number_text,
     parse_float,
     parse_integer,
+    plain_scientific,
     strip_text_commands,
 )
 from spice_env.tasks import LETTERS, Task
@@ -169,11 +173,27 @@ def top_level_parts(text: str) -> list[str]:
     return [part.strip() for part in parts]
 
 
+_SET_BRACES = (("\\left\\{", "\\right\\}"), ("\\{", "\\}"), ("{", "}"))
+
+
+def _set_members(gold: str) -> str:
+    """The inside of a gold answer written as a set (``{1,2,3}``, ``\\{1, 2\\}``), else the
+    gold itself."""
+    text = gold.strip().strip("$").strip()
+    for opening, closing in _SET_BRACES:
+        if text.startswith(opening) and text.endswith(closing) and len(text) > len(opening
+                                                                                   + closing):
+            inner = text[len(opening):-len(closing)]
+            if opening != "{" or _braced(text, 0) == inner:
+                return inner
+    return gold
+
+
 def _several_boxes(response: str, gold: str, last: str) -> str:
     """The answer of a response that boxes the parts of a multi-part gold one by one
-    (``\\boxed{2}, \\boxed{5}`` for ``2, 5``): its last boxes joined with ``", "``, as many
-    as the gold has parts; otherwise its last box."""
-    count = len(top_level_parts(gold))
+    (``\\boxed{2}, \\boxed{5}`` for ``2, 5``, or for the set ``\\{2, 5\\}``): its last boxes
+    joined with ``", "``, as many as the gold has parts; otherwise its last box."""
+    count = len(top_level_parts(_set_members(gold)))
     if count < 2 or len(top_level_parts(last)) >= count or _plain_number(gold) is not None:
         return last
     parts = last_boxes(response, count)
@@ -341,27 +361,32 @@ class Verifier:
         if len(extracted) > self.config.max_answer_chars:
             return Verdict(False, "too_long", extracted[:200]), None
         kind = task.answer_type
+        gold_text, answer = task.answer, extracted  # the texts compared (numbers rewritten)
+        if kind in ("integer", "float", "expression"):
+            gold_text, answer = plain_scientific(gold_text), plain_scientific(extracted)
+            if kind != "integer" and _plain_number(gold_text) is not None:
+                answer = decimal_comma(answer) or answer
         if kind == "mcq_letter":
-            ok = mcq_letter(extracted, task.options) == task.answer.strip().upper()
+            ok = mcq_letter(answer, task.options) == task.answer.strip().upper()
         elif kind == "integer":
-            got, gold = parse_integer(extracted), parse_integer(task.answer)
+            got, gold = parse_integer(answer), parse_integer(gold_text)
             if got is None or gold is None:  # \frac{3}{3}, x \approx 11: Math-Verify decides
-                return None, (task.answer, extracted)
+                return None, (gold_text, answer)
             # a percent is also read as hundredths: 1000% is 10
-            ok = got == gold or ("%" in extracted and got == 100 * gold)
+            ok = got == gold or ("%" in answer and got == 100 * gold)
         elif kind == "string":
-            ok = normalize_string(extracted) == normalize_string(task.answer)
+            ok = normalize_string(answer) == normalize_string(task.answer)
         elif kind == "boolean":
-            got_bool = parse_boolean(extracted)
+            got_bool = parse_boolean(answer)
             ok = got_bool is not None and got_bool == parse_boolean(task.answer)
-        elif kind == "float" and parse_float(extracted) is not None:
+        elif kind == "float" and parse_float(answer) is not None:
             ok = any(math.isclose(gold, got, rel_tol=self.config.float_rel_tol,
                                   abs_tol=self.config.float_abs_tol)
-                     for gold in _readings(task.answer) for got in _readings(extracted))
+                     for gold in _readings(gold_text) for got in _readings(answer))
         else:  # expression, or a float written in a non-decimal form
-            quick = self._quick_expression(task.answer, extracted)
+            quick = self._quick_expression(gold_text, answer)
             if quick is None:
-                return None, (task.answer, extracted)
+                return None, (gold_text, answer)
             ok = quick
         return Verdict(ok, "correct" if ok else "wrong", extracted), None
 
@@ -405,6 +430,7 @@ def _readings(value: str) -> list[float]:
 def _plain_number(value: str) -> float | None:
     text = normalize_number_text(value)
     if re.fullmatch(r"[+-]?(?:\d+\.?\d*|\.\d+)", text):
-        return float(text)
+        number = float(text)
+        return number if math.isfinite(number) else None
     return None
 

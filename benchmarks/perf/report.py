@@ -41,7 +41,9 @@ def headline(part: str, data: Mapping[str, Any]) -> dict[str, Any]:
     if part == "verifier":
         return {"verifications_per_s": data.get("verifications_per_s"),
                 "verifications_per_s_no_cache": data.get("verifications_per_s_no_cache"),
-                "target_met": data.get("target_met")}
+                "target_met": data.get("target_met"),
+                "peer_agreement": data.get("peer_agreement"),
+                "math_verify_agreement": data.get("math_verify_agreement")}
     if part == "rollout":
         methods = data.get("results", {})
         return {"best_backend": data.get("best_backend"),

@@ -14,7 +14,9 @@ Measured, through the public API only (``Verifier.verify_many``):
   configuration, with ``cache_size=0``, and replaying the same batches (a hot cache);
 * a breakdown by answer type;
 * pathological answers (known slow Math-Verify inputs, an answer over ``max_answer_chars``, a
-  degenerate response) alone and mixed into a normal batch.
+  degenerate response) alone and mixed into a normal batch;
+* agreement with other graders' labels on their own test cases, next to plain Math-Verify's
+  (:mod:`benchmarks.peer_graders`).
 
 Math-Verify jobs are counted by swapping in a :class:`CountingPool` (a ``MathVerifyPool`` that
 records the jobs it is given); nothing else of the verifier is touched. Results are written as
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.peer_graders import agreement
 from benchmarks.perf.workload import (
     GROUP_SIZE,
     TYPE_WEIGHTS,
@@ -409,6 +412,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     report["by_answer_type"] = by_answer_type(items, warmup, args.batch)
     report["pathological"] = pathological(warmup, args.batch)
     report["workload"] = workload(items)
+    report.update(agreement())  # peer_agreement, math_verify_agreement, the cases missed
     report["settings"] = {"items": args.items, "batch": args.batch, "repeats": args.repeats,
                           "seed": args.seed, "verifier_config": VerifierConfig().model_dump()}
     report["machine"] = {**machine(), "load_avg_at_start": [round(x, 2) for x in load_before]}
@@ -446,6 +450,9 @@ def _headline_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
          f"(timeout rounds alone: {every['bound_s']:.1f} s)"),
         ("Degenerate response (`\\boxed{` x 2000, 14k chars): box extraction",
          f"{loop['wall_s']:.2f} s"),
+        (f"Agreement with other graders' test labels ({report['peer_cases']['compared']} cases)",
+         f"{report['peer_agreement']:.1%} (plain Math-Verify: "
+         f"{report['math_verify_agreement']:.1%})"),
     ]
 
 

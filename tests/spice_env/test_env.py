@@ -242,3 +242,8 @@ def test_majority_labels_through_gym_make(verifier: Verifier) -> None:
     assert info["majority"] == "424242" and info["correct"] == [True, True, False, False]
     assert info["rewards"]["reasoner"] == [1.0, 1.0, 0.0, 0.0] and reward == 1.0
     env.close()
+
+
+def test_the_repetition_penalty_needs_a_batch(verifier: Verifier) -> None:
+    with pytest.raises(ValueError, match="SpiceRunner"):
+        make(verifier, repetition_penalty=True)

@@ -217,6 +217,51 @@ def test_a_multi_part_gold_takes_one_box_per_part(verifier: Verifier, gold: str,
     assert verifier.verify(free(gold, "expression"), response).correct is correct
 
 
+@pytest.mark.parametrize(
+    ("gold", "response", "correct"),
+    [("\\{1, 2, 3\\}", "\\boxed{1}, \\boxed{2}, \\boxed{3}", True),
+     ("{1,2,3}", "\\boxed{1} and \\boxed{2} and \\boxed{3}", True),
+     ("\\left\\{2, 5\\right\\}", "\\boxed{5} \\boxed{2}", True),
+     ("\\{1, 2, 3\\}", "\\boxed{1}, \\boxed{2}, \\boxed{4}", False),
+     ("\\{1, 2, 3\\}", "\\boxed{3}", False)],
+)
+def test_a_set_gold_takes_one_box_per_member(verifier: Verifier, gold: str, response: str,
+                                             correct: bool) -> None:
+    assert verifier.verify(free(gold, "expression"), response).correct is correct
+
+
+@pytest.mark.parametrize(
+    ("gold", "answer_type", "answer", "correct"),
+    [("3.54 \\times 10^{-7}", "expression", "3.54e-07", True),
+     ("3.54*10^{-7}", "expression", "0.000000354", True),
+     ("2.314814814815 \\times 10^{-3}", "expression", "\\frac{1}{432}", True),
+     ("0.000354", "float", "3.54 \\times 10^{-4}", True),
+     ("2000", "integer", "2 \\cdot 10^{3}", True), ("2000", "integer", "2e3", True),
+     ("3.54 \\times 10^{-7}", "expression", "3.55e-07", False),
+     ("1e400", "expression", "1e401", False),  # beyond a float: left to Math-Verify
+     ("1" + "0" * 400, "expression", "2" + "0" * 400, False)],
+)
+def test_scientific_notation_is_read_as_the_number(verifier: Verifier, gold: str,
+                                                   answer_type: str, answer: str,
+                                                   correct: bool) -> None:
+    verdict = verifier.verify(free(gold, answer_type), boxed(answer))
+    assert verdict.correct is correct
+    assert verdict.extracted == answer  # the verdict shows the answer as written
+
+
+@pytest.mark.parametrize(
+    ("gold", "answer_type", "answer", "correct"),
+    [("1000.99", "expression", "1000,99", True), ("2.5", "float", "2,5", True),
+     ("1.5", "float", "1,500", False),  # a thousands group: fifteen hundred
+     ("1500", "integer", "1,500", True), ("2, 5", "expression", "2,5", True),
+     ("2.5", "expression", "2,6", False)],
+)
+def test_a_decimal_comma_answers_a_single_number(verifier: Verifier, gold: str,
+                                                 answer_type: str, answer: str,
+                                                 correct: bool) -> None:
+    assert verifier.verify(free(gold, answer_type), boxed(answer)).correct is correct
+
+
 def test_parse_integer_and_float() -> None:
     assert parse_integer("1,234") == 1234
     assert parse_integer("abc") is None
