@@ -380,3 +380,28 @@ def test_selector_majority_labels_and_a_rho_schedule_train(tiny_folder: Path,
     assert invalid and set(invalid) <= {0.0, -0.3}  # ρ of iteration 1, then of iteration 2
     scored = [a for r in rollouts for a in r["attempts"] if a["pass_rate"] is not None]
     assert scored and all(a["majority"] is not None or a["pass_rate"] == 0.0 for a in scored)
+
+
+def test_spice_train_cli_runs_the_selector_and_majority_labels(
+        tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the command line, with the tiny model's own (unparsable) texts: every selector
+    choice is invalid and earns ρ, and the run says so in its metrics and rollouts."""
+    import yaml
+
+    from spice_cli.main import main
+
+    out = tmp_path / "cli"
+    config = tiny_config(tiny_folder, out, trainer={"iterations": 1})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(config.to_yaml())
+    settings = ["game.format_choice=selector", "game.label_source=majority",
+                "game.rho_schedule=[[0, -0.25]]"]
+    assert main(["train", "--config", str(path), "--dry-run", *settings]) == 0
+    assert main(["train", "--config", str(path), "game.label_source=vote"]) == 2
+    assert "label_source" in capsys.readouterr().err
+    assert main(["train", "--config", str(path), *settings]) == 0
+    record = read_jsonl(out / "metrics.jsonl")[-1]
+    assert record["selector/valid_rate"] == 0.0 and record["selector/reward"] == -0.25
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["game"]["format_choice"] == "selector"
+    assert all(r["selector"]["reward"] == -0.25 for r in read_jsonl(out / "rollouts.jsonl"))
