@@ -46,7 +46,8 @@ def variance_reward(correct: Sequence[bool], target: float = 0.25, tau: float = 
 
 
 def r_zero_reward(correct: Sequence[bool]) -> float:
-    """R-Zero's uncertainty reward ``1 − 2|p − 0.5|``."""
+    """R-Zero's uncertainty reward ``1 − 2|p − 0.5|`` (its paper's formula; equal to
+    ``2·min(p, 1 − p)``, twice what its released code computes)."""
     return 1.0 - 2.0 * abs(pass_rate(correct) - 0.5)
 
 
