@@ -4,7 +4,8 @@ Both agents, ``"challenger"`` and ``"reasoner"``, are live from ``reset`` to the
 episode and act every step; the agent whose turn it is not is ignored (send ``""`` or anything).
 
 * Step 1 takes ``actions["challenger"]`` (one string). An invalid question ends the episode:
-  the Challenger gets ``rho``, the Reasoner 0.
+  the Challenger gets ``rho``, the Reasoner 0. With ``format_choice="selector"`` the first
+  Challenger step is the task-type selector's, and the Challenger acts once more.
 * Step 2 takes ``actions["reasoner"]``: a tuple of G strings. The Challenger gets its reward and
   the Reasoner the mean of its G rewards; the per-answer rewards are in the reasoner's info.
 
@@ -81,7 +82,10 @@ class SpiceParallelEnv(ParallelEnv[str, Observation, Any]):
             if done:
                 return self._finish(obs, reward, 0.0, info)
             waiting = observation("waiting", document_id=info["document_id"])
-            return ({"challenger": waiting, "reasoner": obs}, dict.fromkeys(AGENTS, 0.0),
+            # after a selector step the Challenger acts again (its question), else the Reasoner
+            turn = {"challenger": obs, "reasoner": waiting} if obs["role"] == "challenger" else {
+                "challenger": waiting, "reasoner": obs}
+            return (turn, dict.fromkeys(AGENTS, 0.0),
                     dict.fromkeys(AGENTS, False), dict.fromkeys(AGENTS, False),
                     _infos(info))
         answers = actions["reasoner"]

@@ -44,3 +44,26 @@ def test_invalid_question_ends_for_both() -> None:
     assert rewards == {"challenger": -0.2, "reasoner": 0.0}
     assert all(terms.values()) and infos["challenger"]["invalid_reason"] == "no_json"
     env.close()
+
+
+def test_selector_step_is_the_challengers() -> None:
+    env = SpiceParallelEnv(corpus="embedded:math", group_size=2, format_choice="selector")
+    key = AnswerKey()
+    challenger, reasoner = OracleChallenger(0, key), NoisyReasoner(1.0, 0, key)
+    obs, _ = env.reset(seed=0)
+    assert obs["challenger"]["task_format"] == "select"
+    obs, rewards, terms, _, infos = env.step(
+        {"challenger": challenger.act(obs["challenger"]), "reasoner": ""})
+    assert not any(terms.values()) and rewards == {"challenger": 0.0, "reasoner": 0.0}
+    assert obs["challenger"]["role"] == "challenger" and obs["reasoner"]["role"] == "waiting"
+    assert obs["challenger"]["task_format"] in ("mcq", "free_form")
+    obs, _, _, _, infos = env.step({"challenger": challenger.act(obs["challenger"]),
+                                    "reasoner": ""})
+    assert obs["reasoner"]["role"] == "reasoner" and "task" not in infos["reasoner"]
+    answers = reasoner.act(obs["reasoner"], infos["reasoner"], n=2)
+    _, rewards, terms, _, _ = env.step({"challenger": "", "reasoner": tuple(answers)})
+    assert all(terms.values()) and rewards["reasoner"] == 1.0
+    env.close()
+    api = SpiceParallelEnv(corpus="embedded:math", group_size=2, format_choice="selector")
+    parallel_api_test(api, num_cycles=10)
+    api.close()
