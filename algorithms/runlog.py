@@ -131,12 +131,13 @@ def rollout_records(rollout: Any, iteration: int, rank: int) -> list[dict[str, A
                 "answer_type": task.answer_type if task else None,
                 "pass_rate": attempt.pass_rate,
                 "reward": attempt.reward,
-                "majority": attempt.majority,
                 "reasoner_group": index == document.reasoner_choice,
                 "answers": [{"text": a.text, "extracted": a.verdict.extracted,
                              "outcome": a.verdict.outcome, "correct": a.verdict.correct,
                              "reward": a.reward} for a in attempt.answers],
             })
+            if getattr(attempt, "majority", None) is not None:  # label_source: majority
+                attempts[-1]["majority"] = attempt.majority
         record = {"iteration": iteration, "rank": rank, "document_id": document.document.id,
                   "source": document.document.source, "task_format": document.task_format,
                   "attempts": attempts}

@@ -379,7 +379,7 @@ def test_selector_majority_labels_and_a_rho_schedule_train(tiny_folder: Path,
     invalid = [r["selector"]["reward"] for r in rollouts if not r["selector"]["valid"]]
     assert invalid and set(invalid) <= {0.0, -0.3}  # ρ of iteration 1, then of iteration 2
     scored = [a for r in rollouts for a in r["attempts"] if a["pass_rate"] is not None]
-    assert scored and all(a["majority"] is not None or a["pass_rate"] == 0.0 for a in scored)
+    assert scored and all(a.get("majority") is not None or a["pass_rate"] == 0.0 for a in scored)
 
 
 def test_spice_train_cli_runs_the_selector_and_majority_labels(
