@@ -206,6 +206,11 @@ class TrainerConfig(_Section):
                                       description="Metric loggers.")
     wandb_project: str = Field(default="spice-env", description="The W&B project when "
                                "'wandb' is among the loggers.")
+    wandb_entity: str | None = Field(default=None, description="The W&B entity (team or user); "
+                                     "your default entity when unset.")
+    wandb_name: str | None = Field(default=None, description="The W&B run's display name (the "
+                                   "run folder's name when unset).")
+    wandb_tags: list[str] = Field(default_factory=list, description="Tags of the W&B run.")
     keep_checkpoints: int = Field(default=2, ge=1, description="How many of the newest "
                                   "checkpoints to keep.")
     log_rollouts: bool = Field(default=True, description="Write every iteration's questions, "

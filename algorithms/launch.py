@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from algorithms.config import ConfigError, TrainConfig
+from algorithms.config import TrainConfig
 
 MIXED = ("bf16-mixed", "16-mixed")
 """Precisions with float32 master weights and lower-precision compute."""
@@ -48,6 +48,8 @@ def make_fabric(config: TrainConfig, resume_iteration: int | None = None) -> Any
     (TensorBoard drops events after ``resume_iteration`` when a run resumes)."""
     from lightning.fabric import Fabric
 
+    from algorithms.tracking import make_loggers
+
     section = config.trainer
     strategy: Any = section.strategy
     plugins: list[Any] = [_streaming_checkpoint_io()]
@@ -58,7 +60,7 @@ def make_fabric(config: TrainConfig, resume_iteration: int | None = None) -> Any
     return Fabric(accelerator=section.accelerator, strategy=strategy,
                   devices=section.devices, num_nodes=section.num_nodes,
                   precision=resolve_precision(section.precision, section.accelerator),  # type: ignore[arg-type]
-                  loggers=_loggers(config, resume_iteration), plugins=plugins)
+                  loggers=make_loggers(config, resume_iteration), plugins=plugins)
 
 
 def _streaming_checkpoint_io() -> Any:
@@ -87,33 +89,6 @@ def _streaming_checkpoint_io() -> Any:
             return load_tensors(Path(path))
 
     return StreamingCheckpointIO()
-
-
-def _loggers(config: TrainConfig, resume_iteration: int | None) -> list[Any]:
-    section = config.trainer
-    out = Path(section.output_dir)
-    loggers: list[Any] = []
-    for name in dict.fromkeys(section.loggers):
-        if name == "csv":
-            from lightning.fabric.loggers import CSVLogger
-
-            loggers.append(CSVLogger(root_dir=str(out), name="logs", version=""))
-        elif name == "tensorboard":
-            from lightning.fabric.loggers import TensorBoardLogger
-
-            extra: dict[str, Any] = ({} if resume_iteration is None
-                                     else {"purge_step": resume_iteration + 1})
-            loggers.append(TensorBoardLogger(root_dir=str(out), name="tensorboard", version="",
-                                             **extra))
-        elif name == "wandb":
-            try:
-                from lightning.pytorch.loggers import WandbLogger
-            except ImportError as error:
-                raise ConfigError("trainer.loggers: 'wandb' needs the wandb package "
-                                  f"(pip install wandb): {error}") from None
-            loggers.append(WandbLogger(project=section.wandb_project, save_dir=str(out),
-                                       name=out.name))
-    return loggers
 
 
 def gather(fabric: Any, obj: Any) -> list[Any]:

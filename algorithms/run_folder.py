@@ -9,7 +9,8 @@
       evaluations.jsonl        every answer of the in-loop evaluation
       rollouts.jsonl           every document's rollout (rollouts.rank<r>.jsonl per rank)
       ranks.jsonl              the ranks' parameter checksums (data-parallel runs)
-      logs/ tensorboard/       the CSV and TensorBoard loggers' files
+      logs/ tensorboard/ wandb/   the CSV, TensorBoard and W&B loggers' files
+      wandb-run-id             the W&B run this training run logs to (kept by --resume)
       plots/curves.png         the main curves
       checkpoints/iter-XXXXXX.ckpt, its .sha256 record, checkpoints/last
       model/                   the final policy as a transformers folder
@@ -46,7 +47,8 @@ PLOTS_DIR = "plots"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_POINTER = "last"
 EXPORT_DIR = "model"
-LOG_DIRS = ("logs", "tensorboard")
+LOG_DIRS = ("logs", "tensorboard", "wandb")
+WANDB_ID_FILE = "wandb-run-id"
 _CHECKPOINT = re.compile(r"^iter-(\d{1,18})\.ckpt$")  # a longer number is no iteration
 
 
@@ -110,6 +112,11 @@ class RunFolder:
         return self.checkpoints_dir / LAST_POINTER
 
     @property
+    def wandb_id_file(self) -> Path:
+        """Where the W&B run id of this run is kept."""
+        return self.path / WANDB_ID_FILE
+
+    @property
     def export_dir(self) -> Path:
         return self.path / EXPORT_DIR
 
@@ -139,6 +146,7 @@ class RunFolder:
         """The paths of the run layout present here: what :meth:`clear` removes."""
         candidates = [self.checkpoints_dir, self.metrics_file, self.ranks_file,
                       self.evaluations_file, self.plots_dir, self.export_dir,
+                      self.wandb_id_file,
                       *(self.path / d for d in LOG_DIRS), *self.rollout_files()]
         return [p for p in candidates if p.exists() or p.is_symlink()]
 

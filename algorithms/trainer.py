@@ -16,14 +16,11 @@ One iteration on each rank (:meth:`SpiceTrainer.run_iteration`):
 4. advantages per role group; the update (:meth:`SpiceTrainer.update`, :mod:`algorithms.learner`):
    the algorithm's loss in micro-batches with gradient accumulation (gradients are synchronised
    across ranks once, on the last micro-batch); clipping; one optimiser step;
-5. the new weights reach the generation backend (:mod:`algorithms.engine`): nothing to do when
-   it generates with the trained module itself, an in-place copy into the generation copy
-   (mixed precision) or into the vLLM engine otherwise.
+5. the new weights reach the generation backend (:mod:`algorithms.engine`).
 
-Metrics are gathered to rank 0 and logged (:mod:`algorithms.metrics`); the state (model,
-optimiser, scheduler, iteration, RNGs, corpus sampler) is saved atomically every
-``trainer.save_every`` iterations and at the end, into the run folder
-(:mod:`algorithms.run_folder`).
+Metrics are gathered to rank 0 and logged (:mod:`algorithms.metrics`, :mod:`algorithms.tracking`);
+the state (model, optimiser, scheduler, iteration, RNGs, corpus sampler) is saved atomically
+every ``trainer.save_every`` iterations and at the end, into :mod:`algorithms.run_folder`.
 """
 
 from __future__ import annotations
@@ -74,6 +71,7 @@ from algorithms.runlog import (
 )
 from algorithms.samples import TrainingSample, assign_advantages, collect_samples
 from algorithms.sharding import is_sharded_checkpoint
+from algorithms.tracking import finish_loggers, log_config, log_rollouts
 from spice_env.corpus import load_corpus
 from spice_env.runner import SpiceRunner
 
@@ -282,6 +280,7 @@ class SpiceTrainer:
         if fabric.global_rank == 0:
             self.run.mark()  # a run from before the marker existed gets one when resumed
             self.run.write_config(self.config.to_yaml())
+            log_config(fabric.loggers, self.config)  # and keeps the W&B run's id for --resume
         fabric.barrier()
 
     def _resume(self, state: TrainState, path: Path) -> None:
@@ -390,8 +389,9 @@ class SpiceTrainer:
             rollout = state.runner.run(role_generate(engine.challenger, "challenger"),
                                        role_generate(engine.player, "reasoner"))
         if self.config.trainer.log_rollouts:
-            append_jsonl(self.run.rollouts_file(fabric.global_rank, fabric.world_size),
-                         rollout_records(rollout, self.iteration + 1, fabric.global_rank))
+            records = rollout_records(rollout, self.iteration + 1, fabric.global_rank)
+            append_jsonl(self.run.rollouts_file(fabric.global_rank, fabric.world_size), records)
+            log_rollouts(fabric.loggers, records, self.iteration + 1)
         collected = collect_samples(rollout, roles=self.config.trainer.train_roles)
         samples, stats = assign_advantages(collected.samples, self.algorithm)
         engine.rest()
@@ -473,7 +473,8 @@ class SpiceTrainer:
         return self._ready().learner.model
 
     def close(self) -> None:
-        """Release the generation engines and the verifier's workers."""
+        """Release the generation engines and the verifier's workers; end the loggers' runs."""
+        finish_loggers(self.fabric.loggers)
         if self.state is not None:
             self.state.close()
 
@@ -515,6 +516,5 @@ def _compare_ranks(trainer: SpiceTrainer) -> None:
     if fabric.global_rank == 0:
         append_jsonl(trainer.run.ranks_file,
                      [{"iteration": trainer.iteration, "parameter_checksums": sums}])
-    # every rank done before any leaves: a process group torn down at interpreter exit while a
-    # peer still talks to it can abort the process
+    # every rank waits: a process group torn down at exit while a peer still uses it can abort
     fabric.barrier()

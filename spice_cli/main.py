@@ -21,6 +21,8 @@ Subcommands:
   (:mod:`benchmarks.coevolution`);
 * ``spice bench perf`` — rollout, training and verifier benchmarks in one report, and the
   comparison with TRL (:mod:`benchmarks.perf.report`);
+* ``spice mine --model <name|folder> --documents n --output questions.{jsonl,parquet}`` — the
+  Challenger's valid questions over documents as a dataset (``--agent scripted`` without a model);
 * ``spice assets`` — download and prepare the embedded offline assets.
 
 A user error (a missing file, a bad setting, an unreachable endpoint) is one line on standard
@@ -45,6 +47,7 @@ from spice_cli.common import (
     user_errors,
 )
 from spice_cli.evaluate import cmd_eval
+from spice_cli.mine import add_mine_command
 from spice_cli.play import cmd_assets, cmd_demo
 from spice_cli.train import cmd_configs, cmd_train
 
@@ -234,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         perf.add_argument(f"--{part}-args", default="", metavar="ARGS",
                           help=f"further options of the {part} benchmark, as one string")
     perf.set_defaults(func=cmd_bench_perf)
+
+    add_mine_command(command)
 
     assets = command("assets", "download and prepare the embedded offline assets")
     assets.add_argument("--models", nargs="*", default=None, metavar="NAME",
