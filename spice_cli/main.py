@@ -23,6 +23,8 @@ Subcommands:
   comparison with TRL (:mod:`benchmarks.perf.report`);
 * ``spice mine --model <name|folder> --documents n --output questions.{jsonl,parquet}`` — the
   Challenger's valid questions over documents as a dataset (``--agent scripted`` without a model);
+* ``spice export <run|checkpoint> <folder> [--push-to-hub owner/name]`` — the policy as a
+  transformers folder with a model card;
 * ``spice assets`` — download and prepare the embedded offline assets.
 
 A user error (a missing file, a bad setting, an unreachable endpoint) is one line on standard
@@ -47,6 +49,7 @@ from spice_cli.common import (
     user_errors,
 )
 from spice_cli.evaluate import cmd_eval
+from spice_cli.export import add_export_command
 from spice_cli.mine import add_mine_command
 from spice_cli.play import cmd_assets, cmd_demo
 from spice_cli.train import cmd_configs, cmd_train
@@ -239,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.set_defaults(func=cmd_bench_perf)
 
     add_mine_command(command)
+    add_export_command(command)
 
     assets = command("assets", "download and prepare the embedded offline assets")
     assets.add_argument("--models", nargs="*", default=None, metavar="NAME",
