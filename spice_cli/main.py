@@ -25,6 +25,7 @@ Subcommands:
   Challenger's valid questions over documents as a dataset (``--agent scripted`` without a model);
 * ``spice export <run|checkpoint> <folder> [--push-to-hub owner/name]`` — the policy as a
   transformers folder with a model card;
+* ``spice serve --host 127.0.0.1 --port P`` — the environment over OpenEnv's protocol;
 * ``spice assets`` — download and prepare the embedded offline assets.
 
 A user error (a missing file, a bad setting, an unreachable endpoint) is one line on standard
@@ -52,6 +53,7 @@ from spice_cli.evaluate import cmd_eval
 from spice_cli.export import add_export_command
 from spice_cli.mine import add_mine_command
 from spice_cli.play import cmd_assets, cmd_demo
+from spice_cli.serve import add_serve_command
 from spice_cli.train import cmd_configs, cmd_train
 
 __all__ = ["PackageConflictError", "UsageError", "build_parser", "main", "require_ours"]
@@ -243,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_mine_command(command)
     add_export_command(command)
+    add_serve_command(command)
 
     assets = command("assets", "download and prepare the embedded offline assets")
     assets.add_argument("--models", nargs="*", default=None, metavar="NAME",
