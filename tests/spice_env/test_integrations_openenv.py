@@ -144,3 +144,60 @@ def test_serve_refuses_bad_settings_in_one_line(capsys: pytest.CaptureFixture[st
     assert main(["serve", "--port", str(free_port()), "--corpus", "nowhere/x.jsonl"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error:") for line in err)
+
+
+@pytest.mark.timeout(600)
+def test_the_client_inside_a_trl_rollout_func(server: str, tmp_path: Any) -> None:
+    """TRL's OpenEnv pattern: a ``rollout_func`` that plays the Challenger's turn against the
+    server with the trainer's own model and hands the environment's reward to a reward
+    function (a tiny random model writes no valid question, so every reward is ρ)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from agents.tiny import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "tiny", seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    played: list[float] = []
+
+    def rollout(prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        out: dict[str, list[Any]] = {"prompt_ids": [], "completion_ids": [], "logprobs": [],
+                                     "env_reward": []}
+        with SpiceEnvClient(base_url=server).sync() as env:
+            for index, _ in enumerate(prompts):  # one completion per row TRL hands over
+                observation = env.reset(seed=index).observation
+                ids = tokenizer(observation.prompt, return_tensors="pt").input_ids[:, -64:]
+                with torch.no_grad():
+                    made = trainer.model.generate(ids, max_new_tokens=6, do_sample=True,
+                                                  output_scores=True,
+                                                  return_dict_in_generate=True,
+                                                  pad_token_id=tokenizer.pad_token_id)
+                completion = made.sequences[0, ids.shape[1]:]
+                logprobs = [float(torch.log_softmax(score[0].float(), -1)[token])
+                            for score, token in zip(made.scores, completion, strict=True)]
+                result = env.step(SpiceAction(text=tokenizer.decode(completion)))
+                played.append(float(result.reward or 0.0))
+                out["prompt_ids"].append(ids[0].tolist())
+                out["completion_ids"].append(completion.tolist())
+                out["logprobs"].append(logprobs)
+                out["env_reward"].append(played[-1])
+        return out
+
+    def env_reward(completions: Any, env_reward: list[float], **_: Any) -> list[float]:
+        return list(env_reward)
+
+    config = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True,
+                        per_device_train_batch_size=2, num_generations=2,
+                        max_completion_length=6, max_steps=1, logging_steps=1,
+                        save_strategy="no", report_to=[], beta=0.0, loss_type="dr_grpo",
+                        dataloader_num_workers=0, disable_tqdm=True)
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(folder),
+                          reward_funcs=[env_reward], args=config,
+                          train_dataset=Dataset.from_list([{"prompt": "play"}] * 2),
+                          processing_class=tokenizer, rollout_func=rollout)
+    trainer.train()
+    assert played and set(played) == {-0.1}
+    logged = [e for e in trainer.state.log_history if "rewards/env_reward/mean" in e]
+    assert logged and logged[0]["rewards/env_reward/mean"] == pytest.approx(-0.1)
