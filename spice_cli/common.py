@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 
 class UsageError(Exception):
@@ -97,3 +98,25 @@ def writable_output(output: Path) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--output {output}: {existing} cannot be written; choose another "
                          "place for the report")
+
+
+def add_game_arguments(parser: Any, *, corpus: str = "embedded", group_size: int = 8,
+                       prompt_style: str = "paper", selector: bool = False) -> None:
+    """The game's flags shared by ``spice demo``, ``spice mine`` and ``spice serve``:
+    ``--corpus``, ``--group-size``, ``--prompt-style``, ``--task-formats``,
+    ``--challenger-reward`` (and ``--format-choice`` with ``selector``)."""
+    parser.add_argument("--corpus", default=corpus,
+                        help="a corpus spec: embedded, embedded:math, a file or folder, hf:<id>")
+    parser.add_argument("--group-size", type=int, default=group_size,
+                        help="G: Reasoner answers per question")
+    parser.add_argument("--prompt-style", choices=["paper", "compact"], default=prompt_style,
+                        help="the role prompts")
+    parser.add_argument("--task-formats", choices=["both", "mcq", "free_form"], default="both",
+                        help="which question formats the Challenger may write")
+    parser.add_argument("--challenger-reward", default="variance",
+                        help="a registered Challenger reward (variance, absolute_zero, r_zero, "
+                        "threshold, ...)")
+    if selector:
+        parser.add_argument("--format-choice", choices=["random", "selector"], default="random",
+                            help="pick each document's format at random or by the task-type "
+                            "selector")

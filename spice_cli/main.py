@@ -45,6 +45,7 @@ from spice_cli.bench import cmd_bench_coevolution, cmd_bench_perf, cmd_bench_rew
 from spice_cli.common import (
     PackageConflictError,
     UsageError,
+    add_game_arguments,
     one_line,
     require_ours,
     user_errors,
@@ -110,17 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="qwen2.5-coder-0.5b-instruct",
                       help="a shipped short name, a transformers folder or a hub id")
     demo.add_argument("--episodes", type=int, default=4, help="episodes to play")
-    demo.add_argument("--corpus", default="embedded:math",
-                      help="a corpus spec: embedded, embedded:math, a file or folder, hf:<id>")
-    demo.add_argument("--group-size", type=int, default=4, help="G: Reasoner answers per "
-                      "question")
-    demo.add_argument("--prompt-style", choices=["paper", "compact"], default="compact",
-                      help="the role prompts")
-    demo.add_argument("--task-formats", choices=["both", "mcq", "free_form"], default="both",
-                      help="which question formats the Challenger may write")
-    demo.add_argument("--challenger-reward", default="variance",
-                      help="a registered Challenger reward (variance, absolute_zero, r_zero, "
-                      "threshold, ...)")
+    add_game_arguments(demo, corpus="embedded:math", group_size=4, prompt_style="compact")
     demo.add_argument("--temperature", type=float, default=0.7,
                       help="sampling temperature of both roles (model agent)")
     demo.add_argument("--p-correct", type=float, default=0.5,

@@ -10,6 +10,7 @@ from typing import Any
 
 from spice_cli.common import (
     UsageError,
+    add_game_arguments,
     check_model_argument,
     one_line,
     remote_code_warning,
@@ -102,24 +103,13 @@ def add_mine_command(command: Any) -> None:
                       help="a model in both roles, or the scripted agents (no model)")
     mine.add_argument("--model", default="qwen2.5-coder-0.5b-instruct",
                       help="a shipped short name, a transformers folder or a hub id")
-    mine.add_argument("--corpus", default="embedded",
-                      help="a corpus spec: embedded, embedded:math, a file or folder, hf:<id>")
+    add_game_arguments(mine, prompt_style="compact", selector=True)
     mine.add_argument("--documents", type=int, default=8, help="documents to play")
     mine.add_argument("--output", type=Path, required=True,
                       help="questions.jsonl or questions.parquet")
-    mine.add_argument("--group-size", type=int, default=8,
-                      help="G: Reasoner answers per question (its pass rate)")
     mine.add_argument("--attempts", type=int, default=None,
                       help="N: Challenger attempts per document (default G; only G are kept)")
     mine.add_argument("--batch-size", type=int, default=4, help="documents per batch")
-    mine.add_argument("--prompt-style", choices=["paper", "compact"], default="compact",
-                      help="the role prompts")
-    mine.add_argument("--task-formats", choices=["both", "mcq", "free_form"], default="both",
-                      help="which question formats the Challenger may write")
-    mine.add_argument("--format-choice", choices=["random", "selector"], default="random",
-                      help="pick each document's format at random or by the task-type selector")
-    mine.add_argument("--challenger-reward", default="variance",
-                      help="the Challenger reward recorded with each question")
     mine.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     mine.add_argument("--max-new-tokens", type=int, default=512,
                       help="generation length of both roles")

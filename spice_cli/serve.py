@@ -7,7 +7,7 @@ import socket
 import sys
 from typing import Any
 
-from spice_cli.common import UsageError, one_line
+from spice_cli.common import UsageError, add_game_arguments, one_line
 
 
 def _free(host: str, port: int) -> None:
@@ -59,18 +59,7 @@ def add_serve_command(command: Any) -> None:
         "WebSocket session)")
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
-    serve.add_argument("--corpus", default="embedded",
-                       help="a corpus spec: embedded, embedded:math, a file or folder, hf:<id>")
-    serve.add_argument("--group-size", type=int, default=8, help="G: Reasoner answers per "
-                       "question")
-    serve.add_argument("--prompt-style", choices=["paper", "compact"], default="paper",
-                       help="the role prompts")
-    serve.add_argument("--task-formats", choices=["both", "mcq", "free_form"], default="both",
-                       help="which question formats the Challenger is asked for")
-    serve.add_argument("--challenger-reward", default="variance",
-                       help="a registered Challenger reward")
-    serve.add_argument("--format-choice", choices=["random", "selector"], default="random",
-                       help="pick each episode's format at random or by the task-type selector")
+    add_game_arguments(serve, selector=True)
     serve.add_argument("--label-source", choices=["gold", "majority"], default="gold",
                        help="judge answers against the gold answer or their majority")
     serve.add_argument("--max-sessions", type=int, default=8,
