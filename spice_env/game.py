@@ -143,9 +143,7 @@ class SpiceGame:
 
     def choose_format(self, rng: np.random.Generator) -> TaskFormat:
         """The task format for a new document."""
-        if self.config.task_formats == "both":
-            return "mcq" if rng.random() < 0.5 else "free_form"
-        return self.config.task_formats
+        return choose_format(self.config, rng)
 
     def selector_observation(self, document: Document) -> Observation:
         """The observation of the selector step (``format_choice="selector"``): the document and
@@ -233,6 +231,14 @@ class SpiceGame:
             challenger_reward=checked_reward(self.reward_fn, correct),
             reasoner_rewards=rewards, majority=majority,
         )
+
+
+def choose_format(config: GameConfig, rng: np.random.Generator) -> TaskFormat:
+    """The task format for a new document under ``config.task_formats`` (``both``: either, at
+    random)."""
+    if config.task_formats == "both":
+        return "mcq" if rng.random() < 0.5 else "free_form"
+    return config.task_formats
 
 
 def observation(role: Turn, rendered: RenderedPrompt | None = None, *, document_id: str = "",

@@ -63,6 +63,24 @@ def infer_answer_type(gold: str, options: Mapping[str, str] | None = None) -> An
     return "integer" if re.fullmatch(r"\s*[+-]?\d+\s*", gold) else "expression"
 
 
+def gold_task(gold: str, answer_type: Any = None, options: Any = None, *, row: int | None = None
+              ) -> Task:
+    """A question-less :class:`~spice_env.tasks.Task` that checks answers against ``gold``: its
+    ``answer_type`` as given, else inferred (:func:`infer_answer_type`); ``options`` as a
+    mapping by letter or a list. ``row`` names the row in the error for an unknown type."""
+    choices = _options(options)
+    kind = (str(answer_type).strip().lower() if answer_type not in (None, "")
+            else infer_answer_type(gold, choices))
+    if kind not in ANSWER_TYPES:
+        where = f"row {row}: " if row is not None else ""
+        raise ValueError(f"{where}answer_type {answer_type!r} is not one of "
+                         f"{', '.join(ANSWER_TYPES)}")
+    if kind == "mcq_letter":
+        return Task(kind="mcq", question="", answer=gold.strip().upper(),
+                    answer_type="mcq_letter", options=choices)
+    return Task(kind="free_form", question="", answer=gold, answer_type=kind)
+
+
 class VerifierReward:
     """A TRL-style reward function backed by a :class:`~spice_env.verify.Verifier`; see the
     module docstring. Close it (or use it as a context manager) to stop the verifier's workers
@@ -103,7 +121,7 @@ class VerifierReward:
             gold = golds[index]
             if gold is None or not str(gold).strip():
                 continue
-            pairs.append((self._task(str(gold), types[index], options[index], index),
+            pairs.append((gold_task(str(gold), types[index], options[index], row=index),
                           completion_text(completion)))
             where.append(index)
         rewards: list[float | None] = [None] * count
@@ -126,19 +144,6 @@ class VerifierReward:
         if len(values) != count:
             raise ValueError(f"column {name!r} has {len(values)} values for {count} completions")
         return values
-
-    def _task(self, gold: str, kind: Any, options: Any, row: int) -> Task:
-        choices = _options(options)
-        answer_type = str(kind).strip().lower() if kind not in (None, "") else infer_answer_type(
-            gold, choices)
-        if answer_type not in ANSWER_TYPES:
-            raise ValueError(f"row {row}: answer_type {kind!r} is not one of "
-                             f"{', '.join(ANSWER_TYPES)}")
-        if answer_type == "mcq_letter":
-            return Task(kind="mcq", question="", answer=gold.strip().upper(),
-                        answer_type="mcq_letter", options=choices)
-        return Task(kind="free_form", question="", answer=gold,
-                    answer_type=answer_type)
 
     def close(self) -> None:
         """Stop the verifier's workers if this reward created the verifier."""
