@@ -20,13 +20,17 @@ Math-Verify (``verify(parse(gold), parse(response))`` with its default extractio
   answer out of free text is not what either checker is asked here.
 
 :func:`agreement` returns the share of cases on which each checker gives the expected label,
-with every disagreement listed.
+with every disagreement listed. The verifier runs with a time budget of :data:`TIMEOUT_S`, ten
+times what the slowest ordinary case needs, so that a busy machine does not turn a verdict into a
+timeout and change the figure; the cases that time out even so are counted (``peer_timeouts``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,11 +38,14 @@ from pathlib import Path
 from typing import Any
 
 from spice_env.tasks import Task
-from spice_env.verify import Verifier, last_boxes
+from spice_env.verify import BOX, Verdict, Verifier, last_boxes
 
 CASES_FILE = Path(__file__).parent / "data" / "peer_equivalence.jsonl"
 
-_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+TIMEOUT_S = 30.0
+"""The verifier's ``timeout_s`` here: Math-Verify's own limit is then 10 s per step, where the
+slowest case that does not time out takes about 1 s on a 2-core CPU."""
+
 _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _PROSE_WORDS = 3
@@ -82,7 +89,7 @@ def _is_prose(text: str) -> bool:
 def bare_answer(text: str) -> str | None:
     """The single answer ``text`` states: its boxes' contents (joined by ``", "`` when there are
     several), or the text without enclosing delimiters; None when it is prose or empty."""
-    count = len(_BOX.findall(text))
+    count = len(BOX.findall(text))
     if count:
         boxes = last_boxes(text, count)
         return ", ".join(boxes) if boxes and all(boxes) else None
@@ -95,7 +102,7 @@ def comparison_input(case: PeerCase) -> tuple[str, str] | None:
     gold = bare_answer(case.gold)
     if gold is None:
         return None
-    if _BOX.search(case.prediction):
+    if BOX.search(case.prediction):
         return gold, case.prediction
     if not case.prediction.strip():
         return gold, "\\boxed{}"
@@ -108,21 +115,44 @@ def answer_type(gold: str) -> str:
     return "integer" if re.fullmatch(r"[+-]?\d+", gold) else "expression"
 
 
-def our_labels(pairs: Sequence[tuple[str, str]], verifier: Verifier) -> list[bool]:
+def our_verdicts(pairs: Sequence[tuple[str, str]], verifier: Verifier) -> list[Verdict]:
     """The verifier's verdict on each ``(gold, response)``."""
     tasks = [(Task(kind="free_form", question="(peer case)", answer=gold,
                    answer_type=answer_type(gold)), response)
              for gold, response in pairs]
-    return [verdict.correct for verdict in verifier.verify_many(tasks)]
+    return verifier.verify_many(tasks)
+
+
+PLAIN_MEMORY_BYTES = 4 * 2**30
+"""The address-space limit of the process that runs plain Math-Verify: an input such as
+``10^{10^{10^{10}}}`` can make SymPy build an integer too large for memory inside one C call,
+where Math-Verify's signal-based time limit cannot stop it; past this limit the call fails with
+``MemoryError`` (its verdict 'not equivalent') instead of taking the machine's memory."""
 
 
 def math_verify_labels(pairs: Sequence[tuple[str, str]]) -> list[bool]:
     """Plain Math-Verify on each ``(gold, response)``: ``verify(parse(gold), parse(response))``
     with the default extraction settings (the gold in ``$…$``); a failure counts as not
     equivalent. Its expression extraction evaluates text with SymPy, which is why it runs here
-    on the committed cases only, never on model output."""
-    import logging
+    on the committed cases only, never on model output, and in a child process whose memory is
+    capped at :data:`PLAIN_MEMORY_BYTES`."""
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peer_graders", "--plain", str(PLAIN_MEMORY_BYTES)],
+        input=json.dumps([list(pair) for pair in pairs]), capture_output=True, text=True,
+        check=False, timeout=60 + 30 * len(pairs))
+    if child.returncode != 0:
+        raise RuntimeError(f"plain Math-Verify failed (exit {child.returncode}): "
+                           f"{child.stderr.strip()[-500:]}")
+    labels = json.loads(child.stdout)
+    return [bool(label) for label in labels]
 
+
+def _plain_labels(pairs: Sequence[Sequence[str]], memory_bytes: int) -> list[bool]:
+    """The child's side of :func:`math_verify_labels`."""
+    import logging
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.CRITICAL)
@@ -142,12 +172,13 @@ def agreement(cases: Sequence[PeerCase] | None = None, verifier: Verifier | None
     used = [(case, pair) for case in cases if (pair := comparison_input(case)) is not None]
     pairs = [pair for _, pair in used]
     owned = verifier is None
-    checker = verifier or Verifier(timeout_s=5.0)
+    checker = verifier or Verifier(timeout_s=TIMEOUT_S)
     try:
-        ours = our_labels(pairs, checker)
+        verdicts = our_verdicts(pairs, checker)
     finally:
         if owned:
             checker.close()
+    ours = [verdict.correct for verdict in verdicts]
     plain = math_verify_labels(pairs)
     expected = [case.equivalent for case, _ in used]
     by_source: dict[str, Counter[str]] = {}
@@ -166,6 +197,7 @@ def agreement(cases: Sequence[PeerCase] | None = None, verifier: Verifier | None
                                 / count, 4),
         "math_verify_agreement": round(sum(t == e for t, e in zip(plain, expected, strict=True))
                                        / count, 4),
+        "peer_timeouts": sum(verdict.outcome == "timeout" for verdict in verdicts),
         "peer_cases": {"total": len(cases), "compared": count, "left_out": len(cases) - count,
                        "equivalent": sum(expected), "not_equivalent": count - sum(expected),
                        "file": "benchmarks/data/peer_equivalence.jsonl"},
@@ -175,3 +207,7 @@ def agreement(cases: Sequence[PeerCase] | None = None, verifier: Verifier | None
             for repo, t in sorted(by_source.items())},
         "peer_disagreements": misses,
     }
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--plain"]:
+    json.dump(_plain_labels(json.load(sys.stdin), int(sys.argv[2])), sys.stdout)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.peer_graders import TIMEOUT_S as PEER_TIMEOUT_S
 from benchmarks.peer_graders import agreement
 from benchmarks.perf.workload import (
     GROUP_SIZE,
@@ -452,7 +453,8 @@ def _headline_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
          f"{loop['wall_s']:.2f} s"),
         (f"Agreement with other graders' test labels ({report['peer_cases']['compared']} cases)",
          f"{report['peer_agreement']:.1%} (plain Math-Verify: "
-         f"{report['math_verify_agreement']:.1%})"),
+         f"{report['math_verify_agreement']:.1%}; {report['peer_timeouts']} timeouts at "
+         f"`timeout_s={PEER_TIMEOUT_S:g}`)"),
     ]
 
 

@@ -48,6 +48,7 @@ def test_agreement_is_at_least_math_verifys_and_matches_the_record() -> None:
     assert recorded["peer_agreement"] == found["peer_agreement"]
     assert recorded["math_verify_agreement"] == found["math_verify_agreement"]
     assert recorded["peer_cases"] == found["peer_cases"]
+    assert recorded["peer_timeouts"] == found["peer_timeouts"]
 
 
 @pytest.mark.parametrize(
