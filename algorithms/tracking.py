@@ -90,11 +90,16 @@ def _wandb_logger(config: TrainConfig, *, resume: bool) -> Any:
                        save_dir=str(out), id=run_id, resume="allow")
 
 
+def is_wandb(logger: Any) -> bool:
+    """Whether ``logger`` is the W&B logger (the one that logs tables)."""
+    return hasattr(logger, "log_table")
+
+
 def log_config(loggers: Sequence[Any], config: TrainConfig) -> None:
     """Give every logger that takes them the run's config as hyperparameters."""
     params = hyperparameters(config)
     for logger in loggers:
-        if hasattr(logger, "log_table"):  # W&B: keep its run id for --resume
+        if is_wandb(logger):  # keep its run id for --resume
             RunFolder(config.trainer.output_dir).wandb_id_file.write_text(
                 f"{logger.version}\n", "utf-8")
         try:
@@ -106,7 +111,7 @@ def log_config(loggers: Sequence[Any], config: TrainConfig) -> None:
 def log_rollouts(loggers: Sequence[Any], records: Sequence[Mapping[str, Any]],
                  step: int) -> None:
     """An iteration's kept valid questions (``rollout_records``) as a W&B table."""
-    tables = [logger for logger in loggers if hasattr(logger, "log_table")]
+    tables = [logger for logger in loggers if is_wandb(logger)]
     if not tables:
         return
     rows = []
@@ -128,6 +133,6 @@ def finish_loggers(loggers: Sequence[Any]) -> None:
     process, or a resume, is its own W&B process run of the same id)."""
     for logger in loggers:
         logger.finalize("success")
-        experiment = getattr(logger, "_experiment", None) if hasattr(logger, "log_table") else None
+        experiment = getattr(logger, "_experiment", None) if is_wandb(logger) else None
         if experiment is not None and hasattr(experiment, "finish"):
             experiment.finish()

@@ -156,11 +156,8 @@ class SpiceGame:
                ) -> tuple[SelectionResult, TaskFormat | None]:
         """Parse a selector output (its prefilled prefix put back first) and the task format it
         picks; None for an invalid choice (see :mod:`spice_env.selector`)."""
-        prefix = selector_prefix(self.config.prompt_style)
-        if isinstance(text, str) and text.strip() and prefix and not text.lstrip().startswith(
-                prefix):
-            text = prefix + text
-        result = parse_task_type_selection(text)
+        result = parse_task_type_selection(
+            with_prefix(text, selector_prefix(self.config.prompt_style)))
         return result, chosen_format(result, rng)
 
     def challenger_rendered(self, document: Document, task_format: TaskFormat) -> RenderedPrompt:
@@ -179,11 +176,9 @@ class SpiceGame:
 
     def parse(self, text: Any, document: Document, task_format: TaskFormat) -> ParseResult:
         """Validate a Challenger output (the prefilled assistant prefix is put back first)."""
-        prefix = challenger_prefix(self.config.prompt_style)
-        if isinstance(text, str) and text.strip() and prefix and not text.lstrip().startswith(
-                prefix):
-            text = prefix + text
-        return parse_challenger_output(text, kind=task_format, document_id=document.id)
+        return parse_challenger_output(
+            with_prefix(text, challenger_prefix(self.config.prompt_style)), kind=task_format,
+            document_id=document.id)
 
     def reasoner_rendered(self, task: Task) -> RenderedPrompt:
         """The Reasoner's prompt for ``task``: the question only."""
@@ -231,6 +226,14 @@ class SpiceGame:
             challenger_reward=checked_reward(self.reward_fn, correct),
             reasoner_rewards=rewards, majority=majority,
         )
+
+
+def with_prefix(text: Any, prefix: str) -> Any:
+    """A reply with the prompt's prefilled assistant ``prefix`` put back in front (a generation
+    continues after the prefix, so it is missing from the reply); anything else as it is."""
+    if isinstance(text, str) and text.strip() and prefix and not text.lstrip().startswith(prefix):
+        return prefix + text
+    return text
 
 
 def choose_format(config: GameConfig, rng: np.random.Generator) -> TaskFormat:

@@ -257,21 +257,22 @@ class SpiceRunner:
         rho = self.rho
         formats: list[TaskFormat | None]
         turns: list[SelectorTurn | None] = [None] * len(documents)
+        selector_observations: list[Observation] = []
         if self.config.format_choice == "selector":
-            turns = list(self._selector_phase(documents, challenger, rho))
+            selector_observations = [self.game.selector_observation(d) for d in documents]
+            turns = list(self._selector_phase(selector_observations, challenger, rho))
             formats = [t.task_format if t else None for t in turns]
         else:
             formats = [self.game.choose_format(self.rng) for _ in documents]
-        rollouts = self._challenger_phase(documents, formats, challenger)
+        rollouts = self._challenger_phase(documents, formats, challenger, selector_observations)
         for rollout, turn in zip(rollouts, turns, strict=True):
             rollout.selection = turn
         self._reasoner_phase(rollouts, reasoner, rho)
         self.iteration += 1
         return IterationRollout(rollouts)
 
-    def _selector_phase(self, documents: list[Document], challenger: GenerateFn, rho: float
-                        ) -> list[SelectorTurn]:
-        observations = [self.game.selector_observation(d) for d in documents]
+    def _selector_phase(self, observations: list[Observation], challenger: GenerateFn,
+                        rho: float) -> list[SelectorTurn]:
         samples = _checked(challenger(observations, 1), len(observations), 1, "selector")
         turns = []
         for outs in samples:
@@ -281,17 +282,17 @@ class SpiceRunner:
         return turns
 
     def _challenger_phase(self, documents: list[Document], formats: list[TaskFormat | None],
-                          challenger: GenerateFn) -> list[DocumentRollout]:
+                          challenger: GenerateFn, selector_observations: list[Observation]
+                          ) -> list[DocumentRollout]:
         asked = [(d, f) for d, f in zip(documents, formats, strict=True) if f is not None]
         observations = [self.game.challenger_observation(d, f) for d, f in asked]
         samples = iter(_checked(challenger(observations, self.attempts), len(observations),
                                 self.attempts, "challenger") if observations else [])
         obs_of = iter(observations)
         rollouts = []
-        for document, fmt in zip(documents, formats, strict=True):
+        for index, (document, fmt) in enumerate(zip(documents, formats, strict=True)):
             if fmt is None:  # an invalid selector choice: no question for this document
-                rollouts.append(DocumentRollout(document, None,
-                                                self.game.selector_observation(document), []))
+                rollouts.append(DocumentRollout(document, None, selector_observations[index], []))
                 continue
             attempts = [ChallengerAttempt(s, self.game.parse(sample_text(s), document, fmt))
                         for s in next(samples)]

@@ -60,7 +60,8 @@ OUTCOMES: tuple[Outcome, ...] = ("correct", "wrong", "no_answer", "too_long", "t
 
 # --- extracting the boxed answer ----------------------------------------------------------------
 
-_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+"""Where a ``\\boxed{…}`` (or ``\\fbox{…}``) answer starts."""
 _FALLBACK = re.compile(
     r"(?:final answer|the answer)\s*(?:is|:)\s*[:\s]*\$?([^\n$]{1,200}?)\$?\s*\.?\s*$",
     re.IGNORECASE,
@@ -127,7 +128,7 @@ def extract_boxed(text: str, *, fallback: bool = False) -> str | None:
     """
     if not isinstance(text, str):
         return None
-    boxes = list(_BOX.finditer(text))
+    boxes = list(BOX.finditer(text))
     if boxes:  # the last box is the usual case: scan it directly
         content = _box_content(text, boxes[-1].end())
         if content is not None:
@@ -150,7 +151,7 @@ def extract_boxed(text: str, *, fallback: bool = False) -> str | None:
 def last_boxes(text: str, count: int) -> list[str]:
     """The contents of the last ``count`` boxes of ``text``, in order, when all of them are
     complete (else ``[]``)."""
-    boxes = list(_BOX.finditer(text))[-count:] if count > 0 else []
+    boxes = list(BOX.finditer(text))[-count:] if count > 0 else []
     if len(boxes) < count:
         return []
     pairs = _brace_pairs(text)

@@ -136,6 +136,9 @@ class SpiceTasksetConfig(vf.TasksetConfig):
         if game.repetition_penalty:
             raise ValueError("game.repetition_penalty clusters the questions of a whole "
                              "iteration; an episode of one document cannot apply it")
+        if game.rho_schedule:
+            raise ValueError("game.rho_schedule follows the training iteration, which an "
+                             "episode does not know; set game.rho")
         if not isinstance(game.challenger_reward, str):
             raise ValueError("game.challenger_reward must be a registered name here (the "
                              "config travels to other processes)")

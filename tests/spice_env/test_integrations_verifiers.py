@@ -311,6 +311,8 @@ def test_settings_that_cannot_work_are_refused(tmp_path: Path) -> None:
         spice_vf.load_environment("reasoner")
     with pytest.raises(ValueError, match="repetition_penalty"):
         spice_vf.load_environment("game", repetition_penalty=True)
+    with pytest.raises(ValueError, match="rho_schedule"):
+        spice_vf.load_environment("game", rho_schedule=[[0, 0.0], [10, -0.1]])
     with pytest.raises(FileNotFoundError, match="no such questions file"):
         list(spice_vf.load_environment("reasoner", questions=tmp_path / "none.jsonl").taskset)
     (tmp_path / "q.csv").write_text("question,answer\n")
