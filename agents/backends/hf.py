@@ -1,6 +1,8 @@
 """The transformers backend: batched, left-padded decoding with a KV cache.
 
-Prompts of a batch are left-padded to one length and prefilled together; then one token per
+Prompts of a batch are left-padded to one length and prefilled together, each distinct prompt
+once: its key/value cache is then copied into one row per sample, so the Challenger's N attempts
+at a document and the Reasoner's G answers to a question pay for one prefill. Then one token per
 step is sampled for every unfinished row, reusing the KV cache. Rows that finish are dropped from
 the batch (and from the cache), so long and short completions do not pay for each other. The
 log-probability of each sampled token is taken from the raw logits (before temperature and
@@ -33,11 +35,14 @@ class HFBackend:
             own attention); ``"model"`` keeps the model's attention throughout; ``"auto"``
             (default) picks ``"grouped"`` on CPU, where PyTorch's fused attention kernel is
             slow for single-token queries, and ``"model"`` elsewhere.
+        share_prompts: prefill each prompt once and copy its cache to its ``n`` samples
+            (default); ``False`` prefills every sample's row, as a reference.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 64,
                  max_batch_tokens: int = 16384,
-                 decode_attention: Literal["auto", "grouped", "model"] = "auto") -> None:
+                 decode_attention: Literal["auto", "grouped", "model"] = "auto",
+                 share_prompts: bool = True) -> None:
         if decode_attention not in ("auto", "grouped", "model"):
             raise ValueError(f"decode_attention must be auto, grouped or model, "
                              f"got {decode_attention!r}")
@@ -46,6 +51,7 @@ class HFBackend:
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.decode_attention = decode_attention
+        self.share_prompts = share_prompts
         self.stop_ids = stop_token_ids(getattr(model, "generation_config", None), tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
@@ -57,20 +63,19 @@ class HFBackend:
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, n: int
                  ) -> list[list[Generation]]:
         """``n`` samples for each prompt; rows are ordered prompt by prompt."""
-        rows = [list(p) for p in prompts for _ in range(n)]
         generator = torch.Generator(device="cpu")
         if sampling.seed is not None:
             generator.manual_seed(sampling.seed)
         else:
             generator.seed()
-        results: dict[int, Generation] = {}
+        samples: list[list[Generation]] = [[] for _ in prompts]
         with self._attention():
-            for chunk in self._chunks(rows):
-                decoded = self._decode([rows[i] for i in chunk], sampling, generator)
-                for index, generation in zip(chunk, decoded, strict=True):
-                    results[index] = generation
-        flat = [results[i] for i in range(len(rows))]
-        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+            for chunk in self._chunks([len(p) for p in prompts], n):
+                decoded = iter(self._decode([list(prompts[i]) for i, _ in chunk],
+                                            [count for _, count in chunk], sampling, generator))
+                for index, count in chunk:
+                    samples[index].extend(next(decoded) for _ in range(count))
+        return samples
 
     @contextmanager
     def _attention(self) -> Iterator[None]:
@@ -89,23 +94,36 @@ class HFBackend:
         finally:
             self.model.set_attn_implementation(current)
 
-    def _chunks(self, rows: list[list[int]]) -> list[list[int]]:
-        """Row indices in batches of similar prompt length, within both batch limits."""
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        chunks: list[list[int]] = []
-        for index in order:  # ascending length: the newest row is the chunk's longest
-            last = chunks[-1] if chunks else None
-            if (last is not None and len(last) < self.max_batch_size
-                    and (len(last) + 1) * len(rows[index]) <= self.max_batch_tokens):
-                last.append(index)
-            else:
-                chunks.append([index])
+    def _chunks(self, lengths: Sequence[int], n: int) -> list[list[tuple[int, int]]]:
+        """Batches of ``(prompt index, samples)`` over prompts of similar length: at most
+        ``max_batch_size`` rows, and rows times the longest prompt within ``max_batch_tokens``
+        (a batch of one row excepted). A prompt's samples share a batch unless they do not fit."""
+        chunks: list[list[tuple[int, int]]] = []
+        rows = 0  # rows of the newest batch
+        for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+            length = max(1, lengths[index])  # ascending: the newest prompt is the longest
+            left = n
+            while left:
+                room = (min(self.max_batch_size, self.max_batch_tokens // length) - rows
+                        if chunks else 0)
+                if room <= 0:
+                    chunks.append([])
+                    rows = 0
+                    room = max(1, min(self.max_batch_size, self.max_batch_tokens // length))
+                take = min(left, room)
+                chunks[-1].append((index, take))
+                rows += take
+                left -= take
         return chunks
 
     @torch.inference_mode()
-    def _decode(self, prompts: list[list[int]], sampling: SamplingConfig,
+    def _decode(self, prompts: list[list[int]], counts: list[int], sampling: SamplingConfig,
                 generator: torch.Generator) -> list[Generation]:
+        """``counts[i]`` samples of ``prompts[i]``, in order."""
         device = self.device
+        if not self.share_prompts:
+            prompts = [p for p, count in zip(prompts, counts, strict=True) for _ in range(count)]
+            counts = [1] * len(prompts)
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -117,6 +135,12 @@ class HFBackend:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1, :]
+        if len(prompts) < sum(counts):  # one row per sample, copied from its prompt's row
+            rows = torch.repeat_interleave(torch.arange(len(prompts), device=device),
+                                           torch.tensor(counts, device=device))
+            cache.batch_select_indices(rows)
+            logits, mask, positions = logits[rows], mask[rows], positions[rows]
+            prompts = [p for p, count in zip(prompts, counts, strict=True) for _ in range(count)]
         alive = list(range(len(prompts)))  # original row of each live batch row
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]

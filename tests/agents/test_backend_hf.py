@@ -111,13 +111,59 @@ def test_batches_respect_both_limits() -> None:
     model, tokenizer = tiny_model(seed=1)
     backend = HFBackend(model, tokenizer, max_batch_size=4, max_batch_tokens=100)
     rows = [[1] * n for n in (10, 50, 20, 10, 10, 10, 10, 30)]
-    chunks = backend._chunks(rows)
-    assert sorted(i for c in chunks for i in c) == list(range(len(rows)))
-    for chunk in chunks:
-        assert len(chunk) <= 4
-        assert len(chunk) == 1 or len(chunk) * max(len(rows[i]) for i in chunk) <= 100
+    for n in (1, 3):
+        chunks = backend._chunks([len(r) for r in rows], n)
+        samples = [0] * len(rows)
+        for chunk in chunks:
+            for index, count in chunk:
+                samples[index] += count
+            size = sum(count for _, count in chunk)
+            assert size <= 4
+            assert size == 1 or size * max(len(rows[i]) for i, _ in chunk) <= 100
+        assert samples == [n] * len(rows)
     outs = backend.generate(rows, SamplingConfig(temperature=0, max_new_tokens=3), 1)
     assert [g.prompt_ids for (g,) in outs] == [tuple(r) for r in rows]  # order kept
+
+
+def test_a_prompt_is_prefilled_once_for_all_its_samples() -> None:
+    model, tokenizer = tiny_model(seed=2)
+    shared = HFBackend(model, tokenizer, max_batch_size=6)
+    separate = HFBackend(model, tokenizer, max_batch_size=6, share_prompts=False)
+    batch = prompts(shared)
+    prefill_rows: list[int] = []
+
+    def record(_module: object, args: tuple[object, ...], kwargs: dict[str, torch.Tensor]
+               ) -> None:
+        ids = kwargs["input_ids"]
+        if ids.shape[1] > 1:
+            prefill_rows.append(ids.shape[0])
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        sampling = SamplingConfig(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=11)
+        ours = shared.generate(batch, sampling, 3)  # 12 rows: 2 prompts (6 rows) per batch
+        rows_shared = list(prefill_rows)
+        prefill_rows.clear()
+        reference = separate.generate(batch, sampling, 3)
+    finally:
+        handle.remove()
+    assert rows_shared == [2, 2] and prefill_rows == [6, 6]
+    for mine, theirs in zip(ours, reference, strict=True):
+        assert [g.completion_ids for g in mine] == [g.completion_ids for g in theirs]
+        for a, b in zip(mine, theirs, strict=True):
+            assert a.prompt_ids == b.prompt_ids and a.finish_reason == b.finish_reason
+            assert torch.allclose(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5)
+    assert len({g.completion_ids for g in ours[0]}) > 1  # the copies sample independently
+
+
+def test_samples_of_one_prompt_split_over_batches_when_they_do_not_fit() -> None:
+    model, tokenizer = tiny_model(seed=1)
+    backend = HFBackend(model, tokenizer, max_batch_size=3)
+    assert backend._chunks([5, 9], 4) == [[(0, 3)], [(0, 1), (1, 2)], [(1, 2)]]
+    outs = backend.generate(prompts(backend)[:2], SamplingConfig(temperature=1.0, seed=5,
+                                                                  max_new_tokens=6), 4)
+    assert [len(group) for group in outs] == [4, 4]
+    assert all(g.prompt_ids == tuple(prompts(backend)[i]) for i in (0, 1) for g in outs[i])
 
 
 def test_grouped_decode_attention_matches_the_models_own() -> None:
