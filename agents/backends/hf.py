@@ -101,15 +101,16 @@ class HFBackend:
         chunks: list[list[tuple[int, int]]] = []
         rows = 0  # rows of the newest batch
         for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-            length = max(1, lengths[index])  # ascending: the newest prompt is the longest
+            # rows a batch may hold with this prompt as its longest (ascending: it is the newest)
+            capacity = max(1, min(self.max_batch_size,
+                                  self.max_batch_tokens // max(1, lengths[index])))
             left = n
             while left:
-                room = (min(self.max_batch_size, self.max_batch_tokens // length) - rows
-                        if chunks else 0)
+                room = capacity - rows if chunks else 0
                 if room <= 0:
                     chunks.append([])
                     rows = 0
-                    room = max(1, min(self.max_batch_size, self.max_batch_tokens // length))
+                    room = capacity
                 take = min(left, room)
                 chunks[-1].append((index, take))
                 rows += take
@@ -121,9 +122,9 @@ class HFBackend:
                 generator: torch.Generator) -> list[Generation]:
         """``counts[i]`` samples of ``prompts[i]``, in order."""
         device = self.device
+        rows_prompts = [p for p, count in zip(prompts, counts, strict=True) for _ in range(count)]
         if not self.share_prompts:
-            prompts = [p for p, count in zip(prompts, counts, strict=True) for _ in range(count)]
-            counts = [1] * len(prompts)
+            prompts, counts = rows_prompts, [1] * len(rows_prompts)
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -135,12 +136,12 @@ class HFBackend:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          use_cache=True, logits_to_keep=1)
         cache, logits = out.past_key_values, out.logits[:, -1, :]
-        if len(prompts) < sum(counts):  # one row per sample, copied from its prompt's row
+        if len(prompts) < len(rows_prompts):  # one row per sample, copied from its prompt's
             rows = torch.repeat_interleave(torch.arange(len(prompts), device=device),
                                            torch.tensor(counts, device=device))
             cache.batch_select_indices(rows)
             logits, mask, positions = logits[rows], mask[rows], positions[rows]
-            prompts = [p for p, count in zip(prompts, counts, strict=True) for _ in range(count)]
+            prompts = rows_prompts
         alive = list(range(len(prompts)))  # original row of each live batch row
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
