@@ -186,6 +186,13 @@ class TrainerConfig(_Section):
                                                                    "samples update the policy.")
     activation_checkpointing: bool = Field(default=False, description="Recompute activations "
                                            "in the backward pass to save memory.")
+    freeze_input_embeddings: bool = Field(default=False, description="Leave the input "
+                                          "embedding table untrained where the model has its "
+                                          "own (untied from the output layer): no gradient and "
+                                          "no AdamW state for it, three times its float32 size "
+                                          "saved. A table the output layer shares stays "
+                                          "trained (freezing it would freeze the output "
+                                          "layer); the dry run says which applies.")
     share_prompts: bool = Field(default=True, description="Compute a prompt that several "
                                 "completions of a micro-batch share (the G answers of a group) "
                                 "once, in a packed row with a block attention mask, instead of "

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.backends.hf import HFBackend
 from agents.base import SamplingConfig, SleepingBackend
 from agents.models import cast_parameters
 from agents.self_play import SelfPlayAgent
@@ -99,8 +100,6 @@ class PolicyEngine:
         cfg = self.config
         original = self.model.module
         if cfg.model.backend == "hf":
-            from agents.backends.hf import HFBackend
-
             if generator is None and self.sharded:
                 raise ValueError("a sharded policy generates from a copy made before it was "
                                  "sharded: pass generator=generation_copy(...)")
@@ -166,10 +165,15 @@ class PolicyEngine:
         return [(name, p.detach()) for name, p in original.named_parameters()]
 
     def rest(self) -> None:
-        """Free generation memory before the update where the backend can (a vLLM engine in
-        sleep mode); the next :meth:`sync` or generation wakes it."""
+        """Free generation memory before the update where the backend can: a vLLM engine in
+        sleep mode (the next :meth:`sync` or generation wakes it), and the hf backend's
+        compute-dtype copy of the policy, whose parameters the next :meth:`sync` makes again
+        from the updated weights (under mixed precision the update makes compute-dtype casts
+        of its own, so the two never coexist)."""
         if isinstance(self.agent.backend, SleepingBackend):
             self.agent.backend.sleep()
+        elif isinstance(self.agent.backend, HFBackend) and not self.shares_module:
+            self.agent.backend.release_weights()
 
     def sync(self) -> None:
         """Bring the trained weights to the generation backend (nothing to do when it

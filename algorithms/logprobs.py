@@ -258,6 +258,7 @@ class _TokenLogprobs(torch.autograd.Function):
             entropy[part] = norm - (weights * z).sum(dim=-1) / total
             picked[part] = z.gather(1, targets[part, None])[:, 0] - norm
         ctx.save_for_backward(logits, targets, log_norm)
+        ctx.reuse = _storage_unused_after(logits)
         ctx.mark_non_differentiable(entropy)
         return picked, entropy
 
@@ -265,7 +266,9 @@ class _TokenLogprobs(torch.autograd.Function):
     def backward(ctx: Any, grad_picked: torch.Tensor, grad_entropy: torch.Tensor
                  ) -> tuple[torch.Tensor, None]:
         logits, targets, log_norm = ctx.saved_tensors
-        grad = torch.empty_like(logits)
+        # the logits are read chunk by chunk before their chunk of the gradient is written, so
+        # where nothing else keeps them their memory takes the gradient (one (N, V) tensor less)
+        grad = logits if ctx.reuse else torch.empty_like(logits)
         for start in range(0, logits.shape[0], ROWS_PER_CHUNK):
             part = slice(start, start + ROWS_PER_CHUNK)
             upstream = grad_picked[part].float()[:, None]
@@ -273,6 +276,30 @@ class _TokenLogprobs(torch.autograd.Function):
             probs.mul_(-upstream).scatter_add_(1, targets[part, None], upstream)
             grad[part] = probs
         return grad, None
+
+
+_KEEP_NO_OUTPUT = frozenset({"MmBackward0", "AddmmBackward0", "BmmBackward0", "ToCopyBackward0",
+                             "MulBackward0", "DivBackward0", "CloneBackward0"})
+"""Backward nodes that save their inputs at most, never the tensor they produced."""
+_SHARE_THEIR_INPUT = frozenset({"UnsafeViewBackward0", "ViewBackward0", "ReshapeAliasBackward0",
+                                "AliasBackward0", "SelectBackward0", "SliceBackward0"})
+"""Backward nodes of ops whose output is (a view of) their input's memory."""
+
+
+def _storage_unused_after(logits: torch.Tensor) -> bool:
+    """Whether the backward pass needs the memory of ``logits`` for nothing else: the ops that
+    made it (following ops that share their input's memory) are known to keep no output.
+    Anything unknown (a model that ends in ``tanh``, which keeps its output) answers False."""
+    base = logits._base if logits._base is not None else logits
+    node = base.grad_fn
+    for _ in range(8):
+        name = type(node).__name__ if node is not None else ""
+        if name in _KEEP_NO_OUTPUT:
+            return True
+        if name not in _SHARE_THEIR_INPUT or not node.next_functions:
+            return False
+        node = node.next_functions[0][0]
+    return False
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor

@@ -97,6 +97,11 @@ METRICS: tuple[Metric, ...] = (
            title="seconds per iteration", label="s/it", summary=True),
     Metric("time/<phase>", "seconds per phase, slowest rank: `generate`, `verify`, `train`, "
            "`sync`, and `eval` when the policy was evaluated"),
+    Metric("memory/iteration", "peak resident memory of the iteration in GB (largest "
+           "rank; Linux)", title="peak memory (GB)"),
+    Metric("memory/<phase>", "peak resident memory in GB per phase, largest rank: "
+           "`generate`, `verify`, `train`, `sync` (the whole run's, setup, saves, evaluation "
+           "and export included, are in `memory.json`)"),
     Metric("throughput/generated_tokens_per_s", "tokens generated per second of generation"),
     Metric("throughput/trained_tokens_per_s", "prompt and completion tokens trained per "
            "second of update"),
@@ -128,19 +133,85 @@ def describe(name: str) -> Metric | None:
     return next((m for m in METRICS if m.matches(name)), None)
 
 
-class Timer:
-    """Seconds per phase of one iteration."""
+class MemoryWatch:
+    """Peak resident memory (GB) of this process per phase, from the kernel's high-water mark.
+
+    At every phase boundary the mark (``VmHWM``) is read and reset (``/proc/self/clear_refs``),
+    so each reading belongs to the innermost phase open since the last boundary: a phase's peak
+    is exact, and the peak of a phase around others (the rollout around generation) counts
+    only what happened outside them. :meth:`take` returns the peaks since it was last called
+    (one iteration's); :attr:`run` keeps them over the whole run. Where the mark cannot be
+    reset (not Linux), nothing is recorded.
+    """
 
     def __init__(self) -> None:
+        self.run: dict[str, float] = {}
+        self._window: dict[str, float] = {}
+        self._open: list[str] = []
+        self.available = _reset_peak_rss()
+
+    def _mark(self) -> None:
+        if not self.available:
+            return
+        peak = _peak_rss_gb()
+        _reset_peak_rss()
+        name = self._open[-1] if self._open else "other"
+        for peaks in (self._window, self.run):
+            peaks[name] = max(peaks.get(name, 0.0), peak)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Attribute the peak of the block (outside phases opened inside it) to ``name``."""
+        self._mark()
+        self._open.append(name)
+        try:
+            yield
+        finally:
+            self._mark()
+            self._open.pop()
+
+    def take(self) -> dict[str, float]:
+        """The peaks per phase since the last call (the current phase's so far included)."""
+        self._mark()
+        out, self._window = self._window, {}
+        return out
+
+
+def _peak_rss_gb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    return 0.0
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")  # the high-water mark back to the current resident size
+    except OSError:
+        return False
+    return True
+
+
+class Timer:
+    """Seconds per phase of one iteration, and with a :class:`MemoryWatch` its peak memory."""
+
+    def __init__(self, memory: MemoryWatch | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self.start = time.perf_counter()
+        self.memory = memory
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Add the time spent in the block to ``name``."""
         begin = time.perf_counter()
         try:
-            yield
+            if self.memory is None:
+                yield
+            else:
+                with self.memory.phase(name):
+                    yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - begin
 
@@ -150,6 +221,17 @@ class Timer:
         out["verify"] = max(0.0, out.get("rollout", 0.0) - out.get("generate", 0.0))
         out["iteration"] = time.perf_counter() - self.start
         out.pop("rollout", None)
+        return out
+
+    def peaks(self) -> dict[str, float]:
+        """Peak memory (GB) per phase of the iteration (``verify``: the rollout outside
+        generation), and ``iteration`` over all of it; empty without a watch."""
+        if self.memory is None or not self.memory.available:
+            return {}
+        taken = self.memory.take()  # what ran between iterations is left to the run's peaks
+        out = {("verify" if name == "rollout" else name): taken[name]
+               for name in ("generate", "rollout", "train", "sync") if name in taken}
+        out["iteration"] = max(out.values(), default=0.0)
         return out
 
 
@@ -232,6 +314,8 @@ def _time_metrics(parts: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     times = {key: max(p["times"].get(key, 0.0) for p in parts)
              for key in ("generate", "verify", "train", "sync", "iteration")}
     out = {f"time/{key}": value for key, value in times.items()}
+    for key in sorted({k for p in parts for k in p.get("memory", {})}):  # the largest rank
+        out[f"memory/{key}"] = max(p.get("memory", {}).get(key, 0.0) for p in parts)
     generated = sum(p["generated"].get(r, 0) for p in parts for r in ("challenger", "reasoner"))
     out["throughput/generated_tokens_per_s"] = generated / times["generate"] \
         if times["generate"] else float("nan")

@@ -40,6 +40,7 @@ class ModelFacts:
     layers: int | None = None
     hidden_size: int | None = None
     vocab_size: int | None = None
+    tied_embeddings: bool | None = None
     note: str = ""
 
 
@@ -127,6 +128,9 @@ def preflight(config: TrainConfig, *, resume: bool = False, dry_run: bool = Fals
                    precision=precision, corpus=corpus, model=model)
     if model.parameters:
         plan.memory_gb = estimate_memory(config, model, precision, processes=processes)
+    if config.trainer.freeze_input_embeddings and model.tied_embeddings:
+        plan.notes.append("trainer.freeze_input_embeddings: this model's output layer shares "
+                          "the input embedding table, so the table is trained as usual")
     return plan
 
 
@@ -283,7 +287,16 @@ def model_facts(name: str, *, trust_remote_code: bool = False, setting: str = "m
     return ModelFacts(source=source, parameters=_count_parameters(model_config),
                       layers=getattr(model_config, "num_hidden_layers", None),
                       hidden_size=getattr(model_config, "hidden_size", None),
-                      vocab_size=getattr(model_config, "vocab_size", None))
+                      vocab_size=getattr(model_config, "vocab_size", None),
+                      tied_embeddings=_tied(model_config))
+
+
+def _tied(model_config: Any) -> bool | None:
+    """Whether the output layer shares the input embedding table (None: not said)."""
+    text = getattr(model_config, "get_text_config", lambda: model_config)()
+    tied = getattr(text, "tie_word_embeddings", getattr(model_config, "tie_word_embeddings",
+                                                        None))
+    return None if tied is None else bool(tied)
 
 
 def hub_problem() -> str | None:
@@ -381,7 +394,11 @@ def estimate_memory(config: TrainConfig, model: ModelFacts, precision: str, *,
         trainable = 7.0 * 2 * trainer.lora_rank * model.hidden_size * model.layers  # rough
     else:
         trainable = p
+        if (trainer.freeze_input_embeddings and model.tied_embeddings is False
+                and model.vocab_size and model.hidden_size):
+            trainable -= model.vocab_size * model.hidden_size
     out["gradients+AdamW"] = trainable * 3 * weight_bytes / shards / gb
+    # the copy is freed during the update, whose own compute-dtype casts take its place
     if config.model.backend == "hf" and (precision in MIXED or shards > 1):
         out["generation copy"] = (2 if precision in MIXED else weight_bytes) * p / gb
     elif config.model.backend == "vllm":

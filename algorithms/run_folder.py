@@ -9,6 +9,7 @@
       evaluations.jsonl        every answer of the in-loop evaluation
       rollouts.jsonl           every document's rollout (rollouts.rank<r>.jsonl per rank)
       ranks.jsonl              the ranks' parameter checksums (data-parallel runs)
+      memory.json              peak resident memory per phase (setup, generate, train, save, …)
       logs/ tensorboard/ wandb/   the CSV, TensorBoard and W&B loggers' files
       wandb-run-id             the W&B run this training run logs to (kept by --resume)
       plots/curves.png         the main curves
@@ -43,6 +44,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 EVALUATIONS_FILE = "evaluations.jsonl"
 RANKS_FILE = "ranks.jsonl"
+MEMORY_FILE = "memory.json"
 PLOTS_DIR = "plots"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_POINTER = "last"
@@ -100,6 +102,11 @@ class RunFolder:
         return self.path / RANKS_FILE
 
     @property
+    def memory_file(self) -> Path:
+        """The run's peak resident memory per phase (written at the end of ``fit``)."""
+        return self.path / MEMORY_FILE
+
+    @property
     def plots_dir(self) -> Path:
         return self.path / PLOTS_DIR
 
@@ -146,7 +153,7 @@ class RunFolder:
         """The paths of the run layout present here: what :meth:`clear` removes."""
         candidates = [self.checkpoints_dir, self.metrics_file, self.ranks_file,
                       self.evaluations_file, self.plots_dir, self.export_dir,
-                      self.wandb_id_file,
+                      self.wandb_id_file, self.memory_file,
                       *(self.path / d for d in LOG_DIRS), *self.rollout_files()]
         return [p for p in candidates if p.exists() or p.is_symlink()]
 

@@ -25,7 +25,7 @@ every ``trainer.save_every`` iterations and at the end, into :mod:`algorithms.ru
 
 from __future__ import annotations
 
-import random
+import json
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -33,18 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from agents.base import Generation
 from agents.self_play import SelfPlayAgent
-from algorithms.config import ConfigError, TrainConfig
+from algorithms.config import TrainConfig
 from algorithms.engine import PolicyEngine, generation_copy
 from algorithms.evaluation import EvalQuestion
 from algorithms.evaluator import LoopEvaluator
 from algorithms.integrity import (
     check_sharded_index,
-    plain,
     refuse_nonfinite,
     tensors_only,
     verify_shared,
@@ -56,8 +54,15 @@ from algorithms.launch import (
     release_memory,
     resolve_precision,
 )
-from algorithms.learner import Learner
-from algorithms.metrics import Progress, Timer, ValidRateWatch, light, merge_iteration
+from algorithms.learner import Learner, freeze_input_embeddings
+from algorithms.metrics import (
+    MemoryWatch,
+    Progress,
+    Timer,
+    ValidRateWatch,
+    light,
+    merge_iteration,
+)
 from algorithms.preflight import check_checkpoint_strategy, check_output_dir, check_packages
 from algorithms.registry import make_algorithm
 from algorithms.run_folder import RunFolder
@@ -72,6 +77,7 @@ from algorithms.runlog import (
 from algorithms.samples import TrainingSample, assign_advantages, collect_samples
 from algorithms.sharding import is_sharded_checkpoint
 from algorithms.tracking import finish_loggers, log_config, log_rollouts
+from algorithms.training_state import TrainingProgress
 from spice_env.corpus import load_corpus
 from spice_env.runner import SpiceRunner
 
@@ -86,6 +92,9 @@ class RunSummary:
         history: the per-iteration metrics (rank 0; empty on other ranks).
         checkpoint: the last checkpoint written.
         plot: the curves' PNG (rank 0).
+        memory: peak resident memory per phase in GB, largest rank (``setup``, ``generate``,
+            ``verify``, ``train``, ``sync``, ``eval``, ``save``, ``export``, and ``other``
+            for the time between them); empty where it cannot be measured (not Linux).
     """
 
     output_dir: Path
@@ -93,6 +102,7 @@ class RunSummary:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
     plot: Path | None = None
+    memory: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,48 +125,6 @@ class TrainState:
         """Release the generation engines and the verifier's workers."""
         self.runner.close()
         self.engine.close()
-
-
-class _RunProgress:
-    """The iteration, the corpus sampler and every RNG, as one stateful object for Fabric."""
-
-    def __init__(self, trainer: SpiceTrainer, runner: SpiceRunner) -> None:
-        self.trainer, self.runner = trainer, runner
-
-    def state_dict(self) -> dict[str, Any]:
-        """The iteration and every rank's own sampler and RNG states (called on all ranks:
-        rank 0 writes the file, so each rank's part is gathered into it)."""
-        local: dict[str, Any] = {
-            "runner": self.runner.state_dict(),
-            "python_rng": random.getstate(),
-            "numpy_rng": plain(np.random.get_state()),  # no arrays: read as tensors only
-            "torch_rng": torch.get_rng_state(),
-        }
-        if torch.cuda.is_available():
-            local["cuda_rng"] = torch.cuda.get_rng_state_all()
-        fabric = self.trainer.fabric
-        return {"iteration": self.trainer.iteration, "world_size": fabric.world_size,
-                "heldout": self.trainer.evaluator.digest(), "ranks": gather(fabric, local)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        world = self.trainer.fabric.world_size
-        if int(state.get("world_size", world)) != world:
-            raise ValueError(f"the checkpoint was written by {state['world_size']} processes; "
-                             f"this run has {world} (each owns a corpus shard)")
-        saved, current = state.get("heldout"), self.trainer.evaluator.digest()
-        if saved is not None and saved != current:
-            raise ConfigError("evaluation: the run was trained with another held-out set "
-                              "(evaluation.heldout, seed, fields or corpus changed); resume "
-                              "with the settings it started with, or start a new run")
-        self.trainer.iteration = int(state["iteration"])
-        local = state["ranks"][self.trainer.fabric.global_rank]
-        self.runner.load_state_dict(local["runner"])
-        random.setstate(local["python_rng"])
-        name, keys, *rest = local["numpy_rng"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-        torch.set_rng_state(local["torch_rng"])
-        if "cuda_rng" in local and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(local["cuda_rng"])
 
 
 class SpiceTrainer:
@@ -189,6 +157,7 @@ class SpiceTrainer:
         self._last_saved: Path | None = None
         self._watch = ValidRateWatch(config.trainer.valid_rate_warning,
                                      config.trainer.valid_rate_patience)
+        self.memory = MemoryWatch()  # peak resident memory per phase
 
     # ------------------------------------------------------------------ setup
     def setup(self, resume: bool = False) -> TrainState:
@@ -255,6 +224,8 @@ class SpiceTrainer:
             from algorithms.lora import with_lora
 
             module = with_lora(module, cfg.trainer.lora_rank)
+        if cfg.trainer.freeze_input_embeddings:
+            freeze_input_embeddings(module)
         if cfg.trainer.activation_checkpointing:
             module.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -321,18 +292,21 @@ class SpiceTrainer:
         try:
             with progress:
                 if self.evaluator and self.iteration == 0 and not self.evaluator.start_recorded():
-                    before = self.evaluate()  # the policy before any update: iteration 0
+                    with self.memory.phase("eval"):
+                        before = self.evaluate()  # the policy before any update: iteration 0
                     self._log(before)
                     progress.show(before)
                 while self.iteration < total:
                     metrics = self.run_iteration()
                     self.iteration += 1
                     if self.evaluator.due(self.iteration):
-                        metrics.update(self.evaluate())
+                        with self.memory.phase("eval"):
+                            metrics.update(self.evaluate())
                     self._log(metrics)
                     progress.advance(metrics)
                     if self.iteration % cfg.trainer.save_every == 0 or self.iteration == total:
-                        self.save_checkpoint()
+                        with self.memory.phase("save"):
+                            self.save_checkpoint()
         except KeyboardInterrupt:  # a half-done iteration is not saved: resume redoes it
             last = self.run.latest()
             fabric.print(f"interrupted in iteration {self.iteration + 1}; --resume continues "
@@ -346,8 +320,22 @@ class SpiceTrainer:
             summary.history = read_jsonl(self.run.metrics_file)
             summary.plot = plot_curves(summary.history, self.run.plots_dir)
         if cfg.trainer.export_model:
-            state.engine.export(self.run.export_dir, state.tokenizer)
+            with self.memory.phase("export"):
+                state.engine.export(self.run.export_dir, state.tokenizer)
+        summary.memory = self._memory_record()
         return summary
+
+    def _memory_record(self) -> dict[str, float]:
+        """The run's peak resident memory per phase in GB (largest rank), written to
+        ``memory.json`` by rank 0."""
+        self.memory.take()
+        ranks = gather(self.fabric, self.memory.run)
+        peaks = {("verify" if name == "rollout" else name):
+                 round(max(r.get(name, 0.0) for r in ranks), 3)
+                 for name in sorted({n for r in ranks for n in r})}
+        if self.fabric.global_rank == 0 and peaks:
+            self.run.memory_file.write_text(json.dumps(peaks, indent=1) + "\n")
+        return peaks
 
     def _ready(self) -> TrainState:
         if self.state is None:
@@ -369,7 +357,7 @@ class SpiceTrainer:
     def run_iteration(self) -> dict[str, float]:
         """One iteration of Algorithm 1 on every rank; the gathered metrics (rank 0 logs them)."""
         state, fabric = self._ready(), self.fabric
-        engine, timer = state.engine, Timer()
+        engine, timer = state.engine, Timer(self.memory)
         engine.seed_sampling(self.iteration)
         state.learner.model.eval()
         generated: Counter[str] = Counter()
@@ -395,6 +383,7 @@ class SpiceTrainer:
         collected = collect_samples(rollout, roles=self.config.trainer.train_roles)
         samples, stats = assign_advantages(collected.samples, self.algorithm)
         engine.rest()
+        release_memory()  # generation's temporaries, before the update
         with timer.phase("train"):
             train_metrics = self.update(samples, sync=False)
         with timer.phase("sync"):
@@ -410,6 +399,7 @@ class SpiceTrainer:
             "trained_tokens": sum(len(s.prompt_ids) + len(s.completion_ids)
                                   for s in state.learner.learning_samples(samples)[0]),
             "times": timer.totals(),
+            "memory": timer.peaks(),
         }
         return merge_iteration(gather(fabric, local), self.config.game.group_size)
 
@@ -445,7 +435,7 @@ class SpiceTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _stateful(self, state: TrainState) -> dict[str, Any]:
-        return {**state.learner.stateful(), "training": _RunProgress(self, state.runner)}
+        return {**state.learner.stateful(), "training": TrainingProgress(self, state.runner)}
 
     def save_checkpoint(self) -> Path:
         """Write the state atomically: to a temporary name, renamed, then the ``last`` pointer
@@ -496,7 +486,8 @@ def train(config: TrainConfig, *, resume: bool = False,
     fabric.launch()
     trainer = SpiceTrainer(config, fabric, agent_wrapper=agent_wrapper, eval_sets=eval_sets)
     try:
-        trainer.setup(resume=resume)
+        with trainer.memory.phase("setup"):
+            trainer.setup(resume=resume)
         summary = trainer.fit()
         if fabric.world_size > 1:
             _compare_ranks(trainer)

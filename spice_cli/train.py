@@ -45,6 +45,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from algorithms.metrics import SUMMARY as shown
         print(f"{summary.iterations} iterations in {summary.output_dir}; last: "
               + ", ".join(f"{key} {last[key]:.3f}" for key in shown if key in last))
+    if summary.memory:
+        phase = max(summary.memory, key=summary.memory.__getitem__)
+        print(f"peak memory {summary.memory[phase]:.1f} GB (in {phase}; memory.json has "
+              "every phase)")
     return 0
 
 

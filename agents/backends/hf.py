@@ -55,6 +55,7 @@ class HFBackend:
         self.stop_ids = stop_token_ids(getattr(model, "generation_config", None), tokenizer)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
+        self._released: set[str] = set()
 
     @property
     def device(self) -> torch.device:
@@ -63,6 +64,9 @@ class HFBackend:
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, n: int
                  ) -> list[list[Generation]]:
         """``n`` samples for each prompt; rows are ordered prompt by prompt."""
+        if self._released:
+            raise RuntimeError(f"{len(self._released)} parameters were released "
+                               "(release_weights): update_weights brings them back first")
         generator = torch.Generator(device="cpu")
         if sampling.seed is not None:
             generator.manual_seed(sampling.seed)
@@ -169,7 +173,8 @@ class HFBackend:
                 for p, t, lp in zip(prompts, tokens, logprobs, strict=True)]
 
     def update_weights(self, named_tensors: Any) -> None:
-        """Nothing to do when the trainer updates this same module; otherwise copy tensors in."""
+        """Nothing to do when the trainer updates this same module; otherwise copy tensors in
+        (into new memory for parameters that :meth:`release_weights` freed)."""
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for name, tensor in (named_tensors.items() if hasattr(named_tensors, "items")
@@ -177,8 +182,20 @@ class HFBackend:
                 target = params.get(name)
                 if target is None:
                     raise KeyError(f"the model has no parameter named {name!r}")
+                if name in self._released:
+                    target.data = torch.empty(tensor.shape, dtype=target.dtype,
+                                              device=target.device)
+                    self._released.discard(name)
                 if target.data_ptr() != tensor.data_ptr():
                     target.copy_(tensor.to(target.device, target.dtype))
+
+    def release_weights(self) -> None:
+        """Free the parameters' memory (this module must be a copy of the trained one: the
+        trainer's update then runs without it); :meth:`update_weights` brings them back, and
+        generating before it is refused."""
+        for name, parameter in self.model.named_parameters():
+            parameter.data = parameter.data.new_empty(0)
+            self._released.add(name)
 
     def close(self) -> None:
         """Nothing to release: the module belongs to the caller."""

@@ -58,7 +58,9 @@ def headline(part: str, data: Mapping[str, Any]) -> dict[str, Any]:
                 "tokens_per_s": step.get("tokens_per_s"),
                 "step_s": step.get("seconds_per_step"),
                 "iteration_s": (iteration.get("time/iteration") if isinstance(iteration, dict)
-                                else None)}
+                                else None),
+                "demo_peak_memory_gb": (iteration.get("memory_peak_gb")
+                                        if isinstance(iteration, dict) else None)}
     results = data.get("results", {})
     return {"speedup_vs_trl": data.get("speedup_vs_trl"),
             "speedup_vs_trl_per_token": data.get("speedup_vs_trl_per_token"),

@@ -11,8 +11,11 @@ machine state:
    non-embedding parameters, 6 × vocabulary × hidden for the output layer at completion
    positions only (the trainer computes logits only there), and 6 × layers × hidden × context
    for causal attention (half of the dense 12·L·d·T). The optimiser step is included in the time.
-3. **One iteration** of ``configs/cpu-demo.yaml`` through ``algorithms.trainer.train``, split into
-   generate / verify / train / sync (skip with ``--no-iteration``).
+3. **The demo**: ``--demo-iterations`` iterations of ``configs/cpu-demo.yaml`` through
+   ``algorithms.trainer.train`` with a checkpoint after each and the export at the end, each
+   iteration split into generate / verify / train / sync in seconds and in peak resident memory,
+   and the run's peak memory per phase, saves and export included (skip with
+   ``--no-iteration``).
 
 Writes ``benchmarks/results/train.json`` (key ``mfu``: a fraction) and a Markdown summary beside it.
 """
@@ -38,7 +41,8 @@ from benchmarks.reporting import (
 )
 
 MEASURED_SOURCES = ["algorithms/trainer.py", "algorithms/samples.py", "algorithms/logprobs.py",
-                    "algorithms/drgrpo.py", "agents/backends/hf.py"]
+                    "algorithms/drgrpo.py", "algorithms/learner.py", "algorithms/engine.py",
+                    "agents/backends/hf.py", "configs/cpu-demo.yaml"]
 
 
 def matmul_peak(dtype: torch.dtype, size: int, repeats: int) -> float:
@@ -134,23 +138,41 @@ def training_step(args: argparse.Namespace) -> dict[str, Any]:
             "achieved_tflops": round(flops / seconds / 1e12, 4)}
 
 
+PHASES = ("generate", "verify", "train", "sync", "iteration")
+MEMORY_TARGET_GB = 12.0
+"""``make demo`` fits a 16 GB laptop: its peak resident memory in every phase stays under this."""
+
+
 def one_iteration(args: argparse.Namespace) -> dict[str, Any]:
-    """One iteration of the CPU demo through the trainer, and its time split."""
+    """``--demo-iterations`` iterations of the CPU demo through the trainer, a checkpoint saved
+    after each and the model exported at the end: the first iteration's time split (as before),
+    every iteration's time and peak memory per phase, and the whole run's peak memory per
+    phase (setup, saves and export included)."""
     from algorithms.config import load_config
     from algorithms.trainer import train
 
     with tempfile.TemporaryDirectory() as folder:
         config = load_config(args.demo_config, [
-            "trainer.iterations=1", f"trainer.output_dir={folder}/run", "trainer.loggers=[]",
-            "trainer.export_model=false", "trainer.progress=false", "trainer.log_rollouts=false",
-            f"trainer.seed={args.seed}"])
+            f"trainer.iterations={args.demo_iterations}", f"trainer.output_dir={folder}/run",
+            "trainer.loggers=[]", "trainer.save_every=1", "trainer.keep_checkpoints=1",
+            "trainer.progress=false", "trainer.log_rollouts=false", f"trainer.seed={args.seed}"])
         summary = train(config)
-    record = next(r for r in summary.history if "time/iteration" in r)  # not an evaluation
+    records = [r for r in summary.history if "time/iteration" in r]  # not evaluations
     keys = ["time/generate", "time/verify", "time/train", "time/sync", "time/iteration",
             "throughput/generated_tokens_per_s", "throughput/trained_tokens_per_s",
             "challenger/completion_tokens", "reasoner/completion_tokens",
             "train/completion_tokens", "train/skipped_samples", "challenger/valid_rate"]
-    return {"config": args.demo_config, **{k: round(record[k], 3) for k in keys if k in record}}
+    iterations = [{"iteration": int(r["iteration"]),
+                   **{f"{k}_s": round(r[f"time/{k}"], 2) for k in PHASES if f"time/{k}" in r},
+                   **{f"{k}_peak_gb": round(r[f"memory/{k}"], 3) for k in PHASES
+                      if f"memory/{k}" in r},
+                   "trained_tokens": r.get("train/completion_tokens")} for r in records]
+    peak = max(summary.memory.values(), default=float("nan"))
+    return {"config": args.demo_config, **{k: round(records[0][k], 3) for k in keys
+                                           if k in records[0]},
+            "iterations": iterations, "memory_gb": summary.memory,
+            "memory_peak_gb": peak, "memory_target_gb": MEMORY_TARGET_GB,
+            "memory_met": bool(peak < MEMORY_TARGET_GB)}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -168,6 +190,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--peak-repeats", type=int, default=5)
     parser.add_argument("--no-iteration", action="store_true")
     parser.add_argument("--demo-config", default="configs/cpu-demo.yaml")
+    parser.add_argument("--demo-iterations", type=int, default=3,
+                        help="iterations of the demo run (the AdamW state exists from the "
+                        "second on, so its peaks need two or more)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/train.json"))
     return parser.parse_args(argv)
@@ -230,6 +255,23 @@ def summary_markdown(result: dict[str, Any]) -> str:
         lines += [f"| {key.split('/')[1]} | {it[key]} |" for key in
                   ("time/generate", "time/verify", "time/train", "time/sync", "time/iteration")
                   if key in it]
+        if it.get("iterations"):
+            lines += ["", f"The same run, {len(it['iterations'])} iterations with a checkpoint "
+                      "saved after each and the model exported at the end: seconds and peak "
+                      "resident memory (GB) per phase.", "",
+                      "| iteration | " + " | ".join(f"{k} s" for k in PHASES) + " | "
+                      + " | ".join(f"{k} GB" for k in PHASES) + " |",
+                      "|---" * (1 + 2 * len(PHASES)) + "|"]
+            lines += ["| " + " | ".join(str(row.get(c, "")) for c in
+                                        ["iteration", *(f"{k}_s" for k in PHASES),
+                                         *(f"{k}_peak_gb" for k in PHASES)]) + " |"
+                      for row in it["iterations"]]
+            memory = it["memory_gb"]
+            lines += ["", "Peak resident memory of the whole run per phase: "
+                      + ", ".join(f"{k} {v:.2f} GB" for k, v in memory.items())
+                      + f". **Peak {it['memory_peak_gb']:.2f} GB** (target under "
+                      f"{it['memory_target_gb']:.0f} GB: "
+                      f"{'met' if it['memory_met'] else 'not met'})."]
     return "\n".join(lines) + "\n"
 
 

@@ -98,6 +98,25 @@ def test_update_weights_changes_outputs(backend: HFBackend) -> None:
         other.update_weights({"nope": torch.zeros(1)})
 
 
+def test_released_weights_take_no_memory_until_updated() -> None:
+    model, tokenizer = tiny_model(seed=1)
+    copy = HFBackend(model.to(torch.bfloat16), tokenizer)
+    sampling = SamplingConfig(temperature=0, max_new_tokens=8)
+    trained, _ = tiny_model(seed=2)  # float32, as the trainer's module
+    copy.release_weights()
+    assert all(p.numel() == 0 for p in model.parameters())
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    with pytest.raises(RuntimeError, match="update_weights"):
+        copy.generate(prompts(copy)[:1], sampling, 1)
+    copy.update_weights(list(trained.named_parameters()))
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    for name, parameter in trained.named_parameters():
+        assert torch.equal(dict(model.named_parameters())[name], parameter.to(torch.bfloat16))
+    again = HFBackend(tiny_model(seed=2)[0].to(torch.bfloat16), tokenizer)
+    assert copy.generate(prompts(copy)[:2], sampling, 1) == again.generate(
+        prompts(copy)[:2], sampling, 1)
+
+
 def test_sampling_config_validation() -> None:
     with pytest.raises(ValueError):
         SamplingConfig(top_p=0)

@@ -92,7 +92,7 @@ def run_config(base: Path, output: Path, sections: dict[str, dict[str, Any]]) ->
 
 def timeless(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items()
-            if not key.startswith(("time/", "throughput/"))}
+            if not key.startswith(("time/", "throughput/", "memory/"))}
 
 
 def recorded_run(base: Path, output: Path, sections: dict[str, dict[str, Any]]

@@ -36,3 +36,35 @@ def test_a_non_finite_update_is_skipped_and_reported(tmp_path: Path, clip: float
     metrics = learner.update(samples(-0.5))  # the next finite step trains as usual
     assert "nonfinite_step" not in metrics and math.isfinite(metrics["grad_norm"])
     assert any(not torch.equal(t, before[n]) for n, t in learner.model.module.named_parameters())
+
+
+def test_a_frozen_input_embedding_gets_no_gradient_and_no_optimiser_state(
+        tmp_path: Path) -> None:
+    from agents.tiny import tiny_model
+    from algorithms.config import build_config
+    from algorithms.launch import make_fabric
+    from algorithms.learner import Learner, freeze_input_embeddings
+    from algorithms.registry import make_algorithm
+
+    tied, _ = tiny_model(0)  # the output layer shares the table: it stays trained
+    assert freeze_input_embeddings(tied) == 0
+    assert tied.get_input_embeddings().weight.requires_grad
+    model, tokenizer = tiny_model(0)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model.config.tie_word_embeddings = False
+    table = model.get_input_embeddings().weight
+    assert freeze_input_embeddings(model) == table.numel()
+    config = build_config({"optimizer": {"lr": 1e-3}, "trainer": {
+        "accelerator": "cpu", "precision": "32-true", "loggers": [],
+        "output_dir": str(tmp_path / "run"), "freeze_input_embeddings": True}})
+    fabric = make_fabric(config)
+    fabric.launch()
+    learner = Learner(config, fabric, model, make_algorithm(config.algorithm),
+                      precision="32-true", pad_id=int(tokenizer.pad_token_id))
+    before, head = table.detach().clone(), model.lm_head.weight.detach().clone()
+    metrics = learner.update(samples(-0.5))
+    assert math.isfinite(metrics["grad_norm"])
+    assert torch.equal(table, before) and table.grad is None
+    assert not torch.equal(model.lm_head.weight, head)  # the output layer still trains
+    held = {id(p) for group in learner.optimizer.param_groups for p in group["params"]}
+    assert id(table) not in held and id(model.lm_head.weight) in held

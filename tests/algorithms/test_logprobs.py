@@ -68,6 +68,39 @@ def test_token_logprobs_match_log_softmax_with_gradients(dtype: torch.dtype,
     assert not entropy.requires_grad
 
 
+@pytest.mark.parametrize("last", ["linear", "softcapped", "tanh"])
+def test_the_logits_memory_takes_their_gradient_only_where_nothing_keeps_it(
+        last: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import algorithms.logprobs as module
+
+    monkeypatch.setattr(module, "ROWS_PER_CHUNK", 4)
+    torch.manual_seed(1)
+    hidden, targets = torch.randn(2, 5, 8), torch.randint(0, 30, (9,))
+
+    def gradient(reference: bool) -> tuple[torch.Tensor, bool]:
+        weight = torch.randn(30, 8, generator=torch.Generator().manual_seed(2),
+                             requires_grad=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = torch.nn.functional.linear(hidden, weight)  # as a model's output layer
+        if last == "softcapped":  # tanh keeps its output, but the scaled copy is new memory
+            logits = torch.tanh(logits / 3) * 3
+        if last == "tanh":  # tanh's backward reads its own output: that memory is kept
+            logits = torch.tanh(logits)
+        flat = logits.reshape(-1, 30)[1:]  # a view of it, as the layouts take
+        if reference:
+            found = torch.log_softmax(flat.float(), -1).gather(1, targets[:, None])[:, 0]
+        else:
+            found, _ = module.token_logprobs(flat, targets)
+        found.sum().backward()
+        assert weight.grad is not None
+        return weight.grad, module._storage_unused_after(flat)
+
+    ours, reused = gradient(False)
+    expected, _ = gradient(True)
+    assert reused == (last != "tanh")
+    torch.testing.assert_close(ours, expected, rtol=0, atol=2e-2)
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_shared_prompts_give_the_padded_layout_numbers_and_gradients(attention: str) -> None:
     import algorithms.logprobs as module

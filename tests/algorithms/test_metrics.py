@@ -6,11 +6,14 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from algorithms.metrics import (
     METRICS,
     PLOTTED,
     PROGRESS,
     SUMMARY,
+    MemoryWatch,
     Progress,
     Timer,
     ValidRateWatch,
@@ -26,7 +29,8 @@ def test_every_metric_a_run_logs_is_in_the_schema() -> None:
               for record in run["metrics"] for key in record}
     logged |= {"time/generate", "time/verify", "time/train", "time/sync", "time/iteration",
                "time/eval", "throughput/generated_tokens_per_s",
-               "throughput/trained_tokens_per_s"}  # the golden record leaves timings out
+               "throughput/trained_tokens_per_s", "memory/generate", "memory/verify",
+               "memory/train", "memory/sync", "memory/iteration"}  # left out of the record
     logged.discard("iteration")
     assert not [key for key in sorted(logged) if describe(key) is None]
     assert describe("eval/gsm8k/accuracy").key == "eval/<set>/accuracy"  # type: ignore[union-attr]
@@ -55,6 +59,28 @@ def test_the_timer_splits_the_rollout_into_generation_and_verification() -> None
     totals = timer.totals()
     assert "rollout" not in totals and totals["verify"] > 0 and totals["generate"] > 0
     assert totals["iteration"] >= totals["verify"] + totals["generate"]
+
+
+@pytest.mark.skipif(not MemoryWatch().available, reason="needs /proc/self/clear_refs")
+def test_memory_peaks_belong_to_the_phase_that_made_them() -> None:
+    memory = MemoryWatch()
+    timer = Timer(memory)
+    with timer.phase("rollout"):
+        with timer.phase("generate"):
+            held = bytearray(400 * 2**20)  # touched: 400 MiB resident for a moment
+            held[:: 4096] = b"x" * len(range(0, len(held), 4096))
+            del held
+        time.sleep(0.001)
+    with timer.phase("train"):
+        time.sleep(0.001)
+    peaks = timer.peaks()
+    assert set(peaks) == {"generate", "verify", "train", "iteration"}
+    assert peaks["generate"] - peaks["verify"] > 0.3  # the mark was reset after generation
+    assert peaks["generate"] - peaks["train"] > 0.3
+    assert peaks["iteration"] == peaks["generate"]
+    assert timer.peaks() == {"iteration": 0.0}  # taken: the next iteration starts empty
+    assert memory.run["generate"] == peaks["generate"] and "rollout" in memory.run
+    assert Timer().peaks() == {}
 
 
 def test_a_valid_rate_that_stays_low_is_warned_about_once_per_stretch() -> None:

@@ -13,12 +13,19 @@ import yaml
 from agents.tiny import save_tiny_model
 from algorithms.config import (
     ConfigError,
+    build_config,
     config_summary,
     load_config,
     resolve_config,
     shipped_configs,
 )
-from algorithms.preflight import PreflightError, endpoint_problem, preflight
+from algorithms.preflight import (
+    ModelFacts,
+    PreflightError,
+    endpoint_problem,
+    estimate_memory,
+    preflight,
+)
 from spice_cli.main import main
 
 
@@ -59,6 +66,8 @@ def test_the_plan_of_a_run(tiny: Path, tmp_path: Path) -> None:
                                       "rollout.batch_size=3", "rollout.attempts=6",
                                       "game.group_size=4", "reasoner.n=4"])
     plan = preflight(config)
+    assert plan.model.tied_embeddings is True  # cpu-demo's frozen input table is trained here
+    assert any("trained as usual" in note for note in plan.notes)
     assert plan.processes == 1 and plan.accelerator == "cpu"
     assert plan.documents_per_iteration == 3
     assert plan.model.parameters and plan.model.parameters > 0
@@ -70,6 +79,18 @@ def test_the_plan_of_a_run(tiny: Path, tmp_path: Path) -> None:
     assert "B=3 documents per process" in text and "N=6" in text and "G=4" in text
     assert "up to 48 Reasoner answers and 24 trained samples" in text
     assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_a_frozen_input_embedding_leaves_its_state_out_of_the_estimate() -> None:
+    facts = ModelFacts(source="untied", parameters=630_000_000, layers=24, hidden_size=896,
+                       vocab_size=151_936, tied_embeddings=False)
+    trained = estimate_memory(build_config({}), facts, "bf16-mixed")
+    frozen = estimate_memory(build_config({"trainer": {"freeze_input_embeddings": True}}),
+                             facts, "bf16-mixed")
+    table = 151_936 * 896
+    assert trained["gradients+AdamW"] - frozen["gradients+AdamW"] == pytest.approx(
+        12 * table / 1e9)
+    assert frozen["weights"] == trained["weights"]
 
 
 def test_lora_and_bf16_shrink_the_estimate(tiny: Path, tmp_path: Path) -> None:

@@ -70,8 +70,10 @@ def test_two_iterations_learn_and_leave_their_files(tiny_folder: Path, tmp_path:
         for key in ("time/generate", "time/verify", "time/train", "time/sync",
                     "throughput/generated_tokens_per_s", "challenger/zero_variance_fraction",
                     "challenger/completion_tokens", "pass_rate_hist/0of2",
-                    "train/skipped_samples"):
+                    "train/skipped_samples", "memory/generate", "memory/train",
+                    "memory/iteration"):
             assert key in record, key
+        assert record["memory/iteration"] >= record["memory/train"] > 0.1
     if algorithm == "ppo":
         assert "train/value_loss" in summary.history[0]
     before, after = weights(tiny_folder), weights(out / "model")
@@ -79,6 +81,9 @@ def test_two_iterations_learn_and_leave_their_files(tiny_folder: Path, tmp_path:
     assert len(changed) > len(before) // 2  # the update reached most tensors
 
     assert (out / "logs" / "metrics.csv").read_text().count("\n") == 3  # header + 2
+    assert {"setup", "generate", "verify", "train", "sync", "save", "export"} <= set(
+        summary.memory)
+    assert json.loads((out / "memory.json").read_text()) == summary.memory
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert (out / "plots" / "curves.png").stat().st_size > 10_000
     assert (out / "checkpoints" / "last").read_text() == "iter-000002.ckpt"
