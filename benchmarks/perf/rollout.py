@@ -14,12 +14,14 @@ end-of-turn token, as in training). The embedded corpus's documents are shorter 
 tokens, so consecutive ones are joined; the questions are MathQA problems of the embedded math
 corpus.
 
-Five ways of generating the same batch are timed, each in its own process (so one engine's
+Six ways of generating the same batch are timed, each in its own process (so one engine's
 threads and memory never slow another), with the embedded default model:
 
-* ``hf`` — :class:`agents.backends.hf.HFBackend` in bfloat16 (what this CPU computes fast);
-* ``hf_per_row`` — the same backend with ``share_prompts=False``: every sample's row prefilled
-  on its own, the reference for what prefilling a prompt once for its samples saves;
+* ``hf`` — :class:`agents.backends.hf.HFBackend` in bfloat16 (what this CPU computes fast), its
+  linear layers' weights packed for oneDNN (``pack_weights``, as the trainer's generation copy);
+* ``hf_unpacked`` — the same backend with plain weights, the reference for what packing saves;
+* ``hf_per_row`` — the packed backend with ``share_prompts=False``: every sample's row
+  prefilled on its own, the reference for what prefilling a prompt once for its samples saves;
 * ``vllm`` — :class:`agents.backends.vllm.VLLMBackend` (vLLM's CPU build, float32);
 * ``batched_generate`` — transformers' ``model.generate`` on the whole batch, bfloat16, left-padded;
 * ``naive`` — ``model.generate`` one prompt at a time in float32; run on the first
@@ -52,7 +54,7 @@ from benchmarks.reporting import (
 )
 
 MODEL = "qwen2.5-coder-0.5b-instruct"
-METHODS = ("hf", "hf_per_row", "vllm", "batched_generate", "naive")
+METHODS = ("hf", "hf_unpacked", "hf_per_row", "vllm", "batched_generate", "naive")
 TARGET_VS_NAIVE = 10.0
 TARGET_VS_BATCHED = 2.0
 
@@ -171,10 +173,12 @@ def _engine(method: str, dtype: Any, args: argparse.Namespace) -> tuple[Any, Any
                              enforce_eager=not args.vllm_compile)
         return engine, None, engine.tokenizer
     loaded = load_model(MODEL, dtype=dtype)
-    if method in ("hf", "hf_per_row"):
+    if method in ("hf", "hf_unpacked", "hf_per_row"):
         from agents.backends.hf import HFBackend
 
-        backend = HFBackend(loaded.model, loaded.tokenizer, share_prompts=method == "hf")
+        backend = HFBackend(loaded.model.requires_grad_(False), loaded.tokenizer,
+                            share_prompts=method != "hf_per_row",
+                            pack_weights=method != "hf_unpacked")
         return backend, loaded.model, loaded.tokenizer
     return None, loaded.model, loaded.tokenizer
 
@@ -351,11 +355,12 @@ def summarise(out: dict[str, Any]) -> dict[str, Any]:
         bound["fraction_reached"] = round(reasoner_rate / bound["roofline_tokens_per_s"], 3)
         out["roofline"][method] = bound
     out["roofline_fraction"] = out["roofline"][best]["fraction_reached"]
-    if "hf" in ok and "hf_per_row" in ok:
-        out["speedup_of_shared_prefill"] = {
-            name: round(ok["hf"]["phases"][name]["tokens_per_s"]
-                        / ok["hf_per_row"]["phases"][name]["tokens_per_s"], 2)
-            for name in ok["hf"]["phases"] if name in ok["hf_per_row"]["phases"]}
+    for key, reference in (("speedup_of_shared_prefill", "hf_per_row"),
+                           ("speedup_of_packed_weights", "hf_unpacked")):
+        if "hf" in ok and reference in ok:
+            out[key] = {name: round(ok["hf"]["phases"][name]["tokens_per_s"]
+                                    / ok[reference]["phases"][name]["tokens_per_s"], 2)
+                        for name in ok["hf"]["phases"] if name in ok[reference]["phases"]}
     return out
 
 
@@ -380,10 +385,11 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(f"- `{key}`: {data.get(key)} (best backend: `{data.get('best_backend')}`)")
     lines.append(f"- `roofline_fraction` (best backend, Reasoner decode): "
                  f"{data.get('roofline_fraction')}")
-    if data.get("speedup_of_shared_prefill"):
-        shared = ", ".join(f"{name} {ratio}" for name, ratio
-                           in data["speedup_of_shared_prefill"].items())
-        lines.append(f"- `speedup_of_shared_prefill` (`hf` over `hf_per_row`, tokens/s): {shared}")
+    for key, reference in (("speedup_of_shared_prefill", "hf_per_row"),
+                           ("speedup_of_packed_weights", "hf_unpacked")):
+        if data.get(key):
+            ratios = ", ".join(f"{name} {ratio}" for name, ratio in data[key].items())
+            lines.append(f"- `{key}` (`hf` over `{reference}`, tokens/s): {ratios}")
     hardware = data["hardware"]
     lines.append(f"- Measured: memory bandwidth {hardware['memory_bandwidth_gb_s']} GB/s, matmul "
                  f"{hardware['matmul_bfloat16_gflop_s']} GFLOP/s (bf16), "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.backends.hf import HFBackend
+from agents.backends.hf import HFBackend, packing_available
 from agents.base import SamplingConfig
 from agents.tiny import tiny_model
 
@@ -210,3 +210,46 @@ def test_the_sampler_follows_the_distribution_and_skips_zero_probabilities() -> 
     assert torch.allclose(counts[[1, 3, 4]], torch.tensor([0.5, 0.3, 0.2]), atol=0.015)
     edge = torch.tensor([[0.0, 1.0, 0.0]])  # one possible token, whatever the uniform draw
     assert set(sample_from(edge.repeat(1000, 1), generator).tolist()) == {1}
+
+
+@pytest.mark.skipif(not packing_available(), reason="no oneDNN packed linear kernels")
+def test_packed_weights_decode_as_the_plain_ones_and_follow_updates() -> None:
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=10, seed=5)
+
+    def backend(seed: int, pack: bool) -> HFBackend:
+        model, tokenizer = tiny_model(seed=seed)
+        return HFBackend(model.to(torch.bfloat16).requires_grad_(False), tokenizer,
+                         pack_weights=pack)
+
+    plain, packed = backend(1, False), backend(1, True)
+    expected = plain.generate(prompts(plain), sampling, 2)
+    found = packed.generate(prompts(packed), sampling, 2)
+    assert [[g.completion_ids for g in row] for row in found] == \
+        [[g.completion_ids for g in row] for row in expected]
+    for row, reference in zip(found, expected, strict=True):
+        for g, r in zip(row, reference, strict=True):
+            assert g.logprobs == pytest.approx(r.logprobs, abs=2e-2)
+    assert "model.layers.0.mlp.down_proj.weight" in packed._packed
+    assert "lm_head.weight" not in packed._packed  # tied to the embedding table: left plain
+    layer = packed.model.model.layers[0].mlp.down_proj
+    assert layer.weight.numel() == 0  # the packed copy holds the weights, not twice
+    donor = backend(2, False)
+    packed.update_weights(list(tiny_model(seed=2)[0].named_parameters()))  # float32 in
+    assert layer.weight.numel() == 0
+    after = packed.generate(prompts(packed)[:2], sampling, 1)
+    assert [row[0].completion_ids for row in after] == \
+        [row[0].completion_ids for row in donor.generate(prompts(donor)[:2], sampling, 1)]
+    packed.release_weights()  # the update: nothing held; the sync brings plain weights back
+    assert not packed._packed and "forward" not in vars(layer)
+    packed.update_weights(list(tiny_model(seed=2)[0].named_parameters()))
+    assert layer.weight.numel() > 0
+    again = packed.generate(prompts(packed)[:2], sampling, 1)
+    assert [row[0].completion_ids for row in again] == [row[0].completion_ids for row in after]
+    assert layer.weight.numel() == 0  # packed again for the generation
+
+
+def test_a_module_that_is_trained_is_never_packed() -> None:
+    model, tokenizer = tiny_model(seed=1)
+    trained = HFBackend(model.to(torch.bfloat16), tokenizer, pack_weights=True)
+    trained.generate(prompts(trained)[:1], SamplingConfig(temperature=0, max_new_tokens=3), 1)
+    assert not trained._packed and all(p.numel() > 0 for p in model.parameters())
