@@ -293,7 +293,9 @@ def _storage_unused_after(logits: torch.Tensor) -> bool:
     base = logits._base if logits._base is not None else logits
     node = base.grad_fn
     for _ in range(8):
-        name = type(node).__name__ if node is not None else ""
+        if node is None:
+            return False
+        name = type(node).__name__
         if name in _KEEP_NO_OUTPUT:
             return True
         if name not in _SHARE_THEIR_INPUT or not node.next_functions:
