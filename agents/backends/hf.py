@@ -41,7 +41,7 @@ class HFBackend:
             (default); ``False`` prefills every sample's row, as a reference.
         pack_weights: on a CPU, hold the bfloat16 weights of the model's linear layers in
             oneDNN's blocked layout (packed once, then used by every prefill and decode step:
-            the small-batch matrix products of decoding ran 1.4-2.5 times faster so). The
+            the small-batch matrix products of decoding ran 1.2-2.5 times faster so). The
             packed copy replaces the plain weights, which then hold no memory: only for a model
             this backend owns (a generation copy), never one that is trained. Weights that
             :meth:`update_weights` brings are packed as they come.
