@@ -229,10 +229,16 @@ class Timer:
         if self.memory is None or not self.memory.available:
             return {}
         taken = self.memory.take()  # what ran between iterations is left to the run's peaks
-        out = {("verify" if name == "rollout" else name): taken[name]
-               for name in ("generate", "rollout", "train", "sync") if name in taken}
+        out = reported_peaks({name: taken[name] for name in ("generate", "rollout", "train",
+                                                             "sync") if name in taken})
         out["iteration"] = max(out.values(), default=0.0)
         return out
+
+
+def reported_peaks(peaks: Mapping[str, float]) -> dict[str, float]:
+    """Peaks under the names a run reports them by: the rollout outside generation is
+    ``verify``, as in the timings."""
+    return {("verify" if name == "rollout" else name): value for name, value in peaks.items()}
 
 
 def light(rollout: IterationRollout) -> IterationRollout:

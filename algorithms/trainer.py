@@ -62,6 +62,7 @@ from algorithms.metrics import (
     ValidRateWatch,
     light,
     merge_iteration,
+    reported_peaks,
 )
 from algorithms.preflight import check_checkpoint_strategy, check_output_dir, check_packages
 from algorithms.registry import make_algorithm
@@ -328,10 +329,9 @@ class SpiceTrainer:
     def _memory_record(self) -> dict[str, float]:
         """The run's peak resident memory per phase in GB (largest rank), written to
         ``memory.json`` by rank 0."""
-        self.memory.take()
-        ranks = gather(self.fabric, self.memory.run)
-        peaks = {("verify" if name == "rollout" else name):
-                 round(max(r.get(name, 0.0) for r in ranks), 3)
+        self.memory.take()  # the reading since the last phase ended joins the run's peaks
+        ranks = gather(self.fabric, reported_peaks(self.memory.run))
+        peaks = {name: round(max(r.get(name, 0.0) for r in ranks), 3)
                  for name in sorted({n for r in ranks for n in r})}
         if self.fabric.global_rank == 0 and peaks:
             self.run.memory_file.write_text(json.dumps(peaks, indent=1) + "\n")

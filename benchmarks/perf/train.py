@@ -144,7 +144,7 @@ MEMORY_TARGET_GB = 12.0
 """``make demo`` fits a 16 GB laptop: its peak resident memory in every phase stays under this."""
 
 
-def one_iteration(args: argparse.Namespace) -> dict[str, Any]:
+def demo_measurement(args: argparse.Namespace) -> dict[str, Any]:
     """The demo run of :func:`demo_run` in a process of its own, so that the memory the training
     steps measured before it left behind is not counted in its peaks."""
     with tempfile.TemporaryDirectory() as folder:
@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     step = training_step(args)
     peak = peak_bf16 if step["precision"].startswith("bf16") else peak_fp32
     mfu = step["achieved_tflops"] * 1e12 / peak
-    iteration = None if args.no_iteration else one_iteration(args)
+    iteration = None if args.no_iteration else demo_measurement(args)
     result = {
         "benchmark": "train",
         "mfu": round(mfu, 4),
